@@ -1,0 +1,3 @@
+from thrifty.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Benchmark latency, throughput and memory; project cost per GPU type."""

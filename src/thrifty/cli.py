@@ -1,0 +1,99 @@
+"""The `thrifty` command: a Click group whose subcommands are imported only when used.
+
+`thrifty --help` imports no torch, transformers or vLLM: heavy work runs in engine
+environments, and each command module is imported only when that command runs (or when
+`--help` needs its one-line summary; command modules themselves import nothing heavy).
+"""
+
+import difflib
+import importlib
+import os
+import sys
+
+import click
+
+from thrifty import __version__
+from thrifty.core.errors import ThriftyError
+
+# name -> "module:attribute". The only list of commands; `--help` and dispatch both read it.
+COMMANDS = {
+    "setup": "thrifty.core.commands:setup",
+    "doctor": "thrifty.core.commands:doctor",
+    "models": "thrifty.core.commands:models_group",
+    "corpora": "thrifty.core.commands:corpora_group",
+    "generate": "thrifty.serve.commands:generate",
+    "eval": "thrifty.compress.commands:eval_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module on first use, and suggests near misses."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands:
+            module_name, attribute = self.lazy_commands[name].split(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=2, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{hint} Run `thrifty --help` to see the commands.")
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ThriftyError as exc:
+            if debug_enabled(ctx):
+                raise
+            _print_error(str(exc))
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if debug_enabled(ctx):
+                raise
+            _print_error(f"Unexpected {type(exc).__name__}: {exc}. This is a bug in thrifty, "
+                         "not in your input; rerun with --debug for the traceback and report it.")
+            ctx.exit(1)
+
+
+def debug_enabled(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) or os.environ.get("THRIFTY_DEBUG") == "1"
+
+
+def _print_error(message: str) -> None:
+    click.secho("Error: ", fg="red", bold=True, err=True, nl=False)
+    click.echo(message, err=True)
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-paragraph errors.")
+@click.version_option(__version__, prog_name="thrifty")
+def cli(debug: bool) -> None:
+    """thrifty: make a fine-tuned LLM cheap to deploy.
+
+    Quantize and evaluate a model, generate with it in vLLM, and keep a record of every run.
+    Heavy libraries run in isolated engine environments (`thrifty setup`); everything works
+    offline with the built-in model `smollm2-135m` and the `enwiki` corpus.
+    """
+
+
+def main() -> None:
+    cli(prog_name="thrifty")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

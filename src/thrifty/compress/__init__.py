@@ -1,0 +1,1 @@
+"""Compress a model: quantization and quality evaluation (perplexity)."""

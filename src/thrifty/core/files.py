@@ -1,0 +1,69 @@
+"""Writing outputs so that an interrupted job never leaves a half-written result in place."""
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from thrifty.core.errors import BadInput
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write JSON to a temporary file, then rename it over `path` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def check_output_free(final: Path, force: bool) -> None:
+    """Refuse to overwrite an existing output unless --force was given."""
+    if final.exists() and not force:
+        raise BadInput(
+            f"The output {final} already exists. Pass --force to replace it, "
+            "or choose another output path."
+        )
+
+
+@contextmanager
+def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; rename it to `final` only if the block succeeds.
+
+    A failure or Ctrl-C removes the temporary folder and leaves any previous `final` untouched.
+    """
+    final = Path(final)
+    check_output_free(final, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def folder_size_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("  " + line for line in text[-lines:])

@@ -1,0 +1,87 @@
+"""What hardware this machine has: CPU cores, RAM, NVIDIA GPUs (through nvidia-smi)."""
+
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    memory_gib: float
+    driver: str
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def memory_gib() -> dict[str, float]:
+    """Total and available RAM in GiB, from /proc/meminfo (0 where unknown)."""
+    fields = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, value = line.split(":", 1)
+                fields[key] = int(value.split()[0]) * 1024
+    except OSError:
+        return {"total_gib": 0.0, "available_gib": 0.0}
+    gib = 1024**3
+    return {
+        "total_gib": round(fields.get("MemTotal", 0) / gib, 2),
+        "available_gib": round(fields.get("MemAvailable", 0) / gib, 2),
+    }
+
+
+def gpus() -> list[Gpu]:
+    """NVIDIA GPUs seen by nvidia-smi; an empty list when there is none or no driver."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    query = ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version",
+             "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=15, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4:
+            index, name, mem_mib, driver = parts
+            found.append(Gpu(int(index), name, round(float(mem_mib) / 1024, 1), driver))
+    return found
+
+
+def accelerator() -> str:
+    """'cuda' when an NVIDIA GPU is present, else 'cpu'; THRIFTY_ACCELERATOR overrides."""
+    forced = os.environ.get("THRIFTY_ACCELERATOR")
+    if forced in ("cpu", "cuda"):
+        return forced
+    return "cuda" if gpus() else "cpu"
+
+
+def describe() -> dict:
+    """A JSON-ready description of the machine, for doctor and run records."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_cores": cpu_cores(),
+        **{f"ram_{k}": v for k, v in memory_gib().items()},
+        "gpus": [asdict(g) for g in gpus()],
+        "accelerator": accelerator(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -1,0 +1,155 @@
+"""Jobs: how the CLI runs work in an engine environment, and how a worker answers.
+
+The CLI writes a job file and starts `<engine python> -m thrifty.<part>.worker <job file>`.
+The worker streams one JSON event per line on its stdout (progress, status, a user error) and
+writes its result JSON; everything libraries print goes to its stderr, which is the job's log.
+Only the standard library is used here: workers import this module inside engine envs.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from thrifty.core import errors, paths
+from thrifty.core.files import read_json, tail, write_json
+
+EventHandler = Callable[[dict], None]
+
+# --- worker side -------------------------------------------------------------------------
+
+
+class Events:
+    """What a worker tells the CLI while it runs."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def emit(self, **event) -> None:
+        self._stream.write(json.dumps(event) + "\n")
+        self._stream.flush()
+
+    def progress(self, stage: str, done: int, total: int | None, unit: str = "") -> None:
+        self.emit(type="progress", stage=stage, done=done, total=total, unit=unit)
+
+    def status(self, text: str) -> None:
+        self.emit(type="status", text=text)
+
+
+Task = Callable[[dict, Events], dict]
+
+
+def worker_main(tasks: dict[str, Task]) -> None:
+    """Entry point of every `thrifty.<part>.worker` module."""
+    # Keep the real stdout for events only; anything a library prints goes to stderr (the log).
+    events = Events(os.fdopen(os.dup(1), "w", buffering=1))
+    os.dup2(2, 1)
+    job = read_json(Path(sys.argv[1]))
+    task = tasks.get(job["task"])
+    if task is None:
+        events.emit(type="error", kind="BadInput",
+                    message=f"This worker has no task {job['task']!r} (it has {sorted(tasks)}).")
+        sys.exit(3)
+    try:
+        result = task(job["params"], events)
+    except errors.ThriftyError as exc:
+        events.emit(type="error", kind=type(exc).__name__, message=str(exc))
+        sys.exit(3)
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.exit(1)
+    write_json(Path(job["result_path"]), result)
+    events.emit(type="done")
+
+
+# --- CLI side ----------------------------------------------------------------------------
+
+
+def engine_pythonpath() -> str:
+    """A folder holding only a link to this thrifty package, for engines to import it from.
+
+    Engines import thrifty from the same source tree as the CLI (so the two never drift), but
+    must not see the CLI's other site-packages.
+    """
+    package = paths.package_dir()
+    key = hashlib.sha1(str(package).encode()).hexdigest()[:12]
+    folder = paths.home() / "pythonpath" / key
+    link = folder / "thrifty"
+    if not (link.is_symlink() and link.resolve() == package):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".thrifty-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(package, target_is_directory=True)
+        os.replace(tmp, link)
+    return str(folder)
+
+
+def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
+            on_event: EventHandler = lambda event: None, env: dict | None = None) -> dict:
+    """Run one task in an engine and return its result; raise a ThriftyError if it fails."""
+    workdir = Path(workdir)
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    job_file = workdir / f"job-{task}.json"
+    result_file = workdir / f"result-{task}.json"
+    log_file = workdir / "logs" / f"{task}.log"
+    result_file.unlink(missing_ok=True)
+    write_json(job_file, {"task": task, "params": params, "result_path": str(result_file)})
+
+    child_env = {**os.environ, **(env or {})}
+    # Only thrifty itself (plus what the caller adds), never the CLI's own site-packages.
+    extra = (env or {}).get("PYTHONPATH")
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (engine_pythonpath(), extra) if p)
+    child_env["PYTHONUNBUFFERED"] = "1"
+    user_error = None
+    with log_file.open("w") as log:
+        proc = subprocess.Popen([python, "-m", module, str(job_file)], stdout=subprocess.PIPE,
+                                stderr=log, text=True, env=child_env, start_new_session=True)
+        try:
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if event.get("type") == "error":
+                    user_error = event
+                else:
+                    on_event(event)
+            code = proc.wait()
+        except BaseException:
+            stop_process_group(proc)
+            raise
+    if code != 0:
+        if user_error:
+            kind = getattr(errors, user_error.get("kind", ""), errors.ThriftyError)
+            if not (isinstance(kind, type) and issubclass(kind, errors.ThriftyError)):
+                kind = errors.ThriftyError
+            raise kind(user_error["message"])
+        raise errors.WorkerFailed(
+            f"The {task!r} job ({module}) crashed with exit code {code}. "
+            f"Rerun with --debug for details, or read its full log at {log_file}.\n"
+            f"Last lines of the log:\n{tail(log_file, 20)}"
+        )
+    if not result_file.is_file():
+        raise errors.WorkerFailed(f"The {task!r} job finished without writing {result_file}.")
+    return read_json(result_file)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the worker and everything it started; SIGKILL what is left after a grace time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,1 @@
+"""Distill a teacher into a smaller student."""

@@ -1,0 +1,1 @@
+"""Serve a model (and LoRA adapters) with vLLM."""

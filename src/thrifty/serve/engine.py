@@ -1,0 +1,23 @@
+"""All of thrifty's calls into vLLM's Python API, in one place (runs inside the vllm engine)."""
+
+import os
+
+
+def offline_llm(model: str, max_model_len: int, seed: int = 0):
+    """A vLLM offline engine. On CPU the KV cache is bounded by VLLM_CPU_KVCACHE_SPACE (GiB)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM
+
+    return LLM(model=model, max_model_len=max_model_len, seed=seed, trust_remote_code=False)
+
+
+def greedy_params(max_tokens: int):
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens)
+
+
+def version() -> str:
+    import vllm
+
+    return vllm.__version__

@@ -1,0 +1,28 @@
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from thrifty.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch):
+    """A fresh, empty THRIFTY_HOME (fast tests never touch the real engines or caches)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("THRIFTY_HOME", str(home))
+    monkeypatch.setenv("THRIFTY_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv("THRIFTY_DEBUG", raising=False)
+    return home
+
+
+@pytest.fixture
+def run_cli():
+    """Invoke the thrifty CLI in-process; returns click's Result (exit_code, output)."""
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, [str(a) for a in args], prog_name="thrifty")
+
+    return invoke

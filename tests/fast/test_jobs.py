@@ -1,0 +1,83 @@
+"""The worker protocol: events in order, results back, user errors and crashes surfaced."""
+
+import sys
+import textwrap
+
+import pytest
+
+from thrifty.core import jobs
+from thrifty.core.errors import BadInput, WorkerFailed
+
+WORKER = textwrap.dedent('''
+    import sys
+    from thrifty.core.errors import BadInput
+    from thrifty.core.jobs import worker_main
+
+    def ok(params, events):
+        print("a library writing to stdout must not break the event stream")
+        for i in range(3):
+            events.progress("count", i + 1, 3, "steps")
+        return {"doubled": params["x"] * 2}
+
+    def user_error(params, events):
+        raise BadInput("the corpus has no text; give a file with text")
+
+    def crash(params, events):
+        print("loading weights...", file=sys.stderr)
+        raise RuntimeError("segment of weights is corrupt")
+
+    if __name__ == "__main__":
+        worker_main({"ok": ok, "user_error": user_error, "crash": crash})
+''')
+
+
+@pytest.fixture
+def worker(tmp_path, isolated_home):
+    (tmp_path / "toy_worker.py").write_text(WORKER)
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def test_result_and_events(worker, tmp_path):
+    seen = []
+    result = jobs.run_job(sys.executable, "toy_worker", "ok", {"x": 21}, tmp_path / "job",
+                          seen.append, env=worker)
+    assert result == {"doubled": 42}
+    assert [e["done"] for e in seen if e["type"] == "progress"] == [1, 2, 3]
+    assert "must not break" in (tmp_path / "job" / "logs" / "ok.log").read_text()
+
+
+def test_user_error_keeps_its_type_and_message(worker, tmp_path):
+    with pytest.raises(BadInput, match="the corpus has no text"):
+        jobs.run_job(sys.executable, "toy_worker", "user_error", {}, tmp_path / "job", env=worker)
+
+
+def test_crash_reports_exit_code_and_log_tail(worker, tmp_path):
+    with pytest.raises(WorkerFailed) as caught:
+        jobs.run_job(sys.executable, "toy_worker", "crash", {}, tmp_path / "job", env=worker)
+    message = str(caught.value)
+    assert "exit code 1" in message
+    assert "loading weights..." in message
+    assert "RuntimeError: segment of weights is corrupt" in message
+    assert not (tmp_path / "job" / "result-crash.json").exists()
+
+
+def test_unknown_task(worker, tmp_path):
+    with pytest.raises(BadInput, match="no task 'nope'"):
+        jobs.run_job(sys.executable, "toy_worker", "nope", {}, tmp_path / "job", env=worker)
+
+
+def test_engines_see_thrifty_but_not_the_cli_site_packages(isolated_home):
+    folder = jobs.engine_pythonpath()
+    import os
+
+    assert os.listdir(folder) == ["thrifty"]
+
+
+def test_worker_modules_import_without_cli_dependencies():
+    """Workers run in engine envs, which have neither click nor rich."""
+    import subprocess
+
+    code = ("import sys\n"
+            "sys.modules['click'] = None; sys.modules['rich'] = None\n"
+            "import thrifty.core.worker, thrifty.compress.worker, thrifty.serve.worker\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
