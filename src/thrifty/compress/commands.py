@@ -16,17 +16,21 @@ from thrifty.core.runs import RunRecord
               help="Evaluate on the first N tokens of the corpus.")
 @click.option("--window", default=1024, show_default=True, type=click.IntRange(min=8),
               help="Tokens per forward pass (sliding window).")
-@click.option("--stride", default=512, show_default=True, type=click.IntRange(min=1),
-              help="Tokens the window moves each step; window - stride is the carried context.")
+@click.option("--stride", type=click.IntRange(min=1),
+              help="Tokens the window moves each step [default: --window, i.e. non-overlapping "
+                   "windows as in the GPTQ and AWQ papers]. A smaller stride slides the window and "
+                   "gives each scored token window - stride tokens of extra context (lower "
+                   "perplexity, slower).")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle (.bin) weights.")
 @json_option
 def eval_command(model_refs: tuple[str, ...], corpus: str, max_tokens: int, window: int,
-                 stride: int, allow_pickle: bool, as_json: bool) -> None:
+                 stride: int | None, allow_pickle: bool, as_json: bool) -> None:
     """Perplexity and weights size of each MODEL on the same evaluation tokens.
 
     The first MODEL is the reference: the table shows the others' change against it.
     Runs in the compress engine; deterministic (the same inputs give the same numbers).
     """
+    stride = stride or window
     if stride > window:
         raise click.BadParameter("must not exceed --window", param_hint="--stride")
     refs = [prepare.ensure_model(m, allow_pickle=allow_pickle) for m in model_refs]

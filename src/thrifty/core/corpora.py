@@ -11,6 +11,7 @@ line with a `text` string, or chat `messages` rendered with the model's chat tem
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def extract_enwiki(out_dir: Path) -> dict:
 
 
 def _clean(text: str) -> str:
-    """Collapse the blank lines and stray whitespace left by filter_wiki."""
+    """Drop the bold/italic apostrophe runs and stray whitespace left by filter_wiki."""
+    text = re.sub(r"'{2,}", "", text)
     paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
     return "\n\n".join(p for p in paragraphs if p)

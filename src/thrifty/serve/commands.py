@@ -17,10 +17,13 @@ from thrifty.core.runs import RunRecord
               help="Tokens to generate per prompt (greedy decoding).")
 @click.option("--max-model-len", default=2048, show_default=True, type=click.IntRange(min=16),
               help="Context length vLLM reserves KV cache for.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="Let vLLM torch.compile the model: faster decoding, but a minute or more of "
+                   "start-up on a CPU. Off by default (eager mode).")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle (.bin) weights.")
 @json_option
 def generate(model: str, prompts: tuple[str, ...], max_tokens: int, max_model_len: int,
-             allow_pickle: bool, as_json: bool) -> None:
+             compile_model: bool, allow_pickle: bool, as_json: bool) -> None:
     """Generate greedy completions of the prompts with MODEL in the vllm engine.
 
     MODEL is a built-in name, a local folder (a thrifty-quantized checkpoint works) or a
@@ -28,12 +31,12 @@ def generate(model: str, prompts: tuple[str, ...], max_tokens: int, max_model_le
     """
     ref = prepare.ensure_model(model, allow_pickle=allow_pickle)
     config = {"model": ref.__dict__, "prompts": list(prompts), "max_tokens": max_tokens,
-              "max_model_len": max_model_len}
+              "max_model_len": max_model_len, "compile": compile_model}
     with RunRecord("generate", config, engines_used=("vllm",)) as run:
         result = run_in_engine(
             "vllm", "thrifty.serve.worker", "generate",
             {"model": ref.path, "prompts": list(prompts), "max_tokens": max_tokens,
-             "max_model_len": max_model_len},
+             "max_model_len": max_model_len, "compile": compile_model},
             run.path, title=f"generating with {model}")
         output_tokens = sum(c["output_tokens"] for c in result["completions"])
         run.record({"engine_start_s": result["engine_start_s"],

@@ -3,12 +3,17 @@
 import os
 
 
-def offline_llm(model: str, max_model_len: int, seed: int = 0):
-    """A vLLM offline engine. On CPU the KV cache is bounded by VLLM_CPU_KVCACHE_SPACE (GiB)."""
+def offline_llm(model: str, max_model_len: int, eager: bool = True, seed: int = 0):
+    """A vLLM offline engine. On CPU the KV cache is bounded by VLLM_CPU_KVCACHE_SPACE (GiB).
+
+    eager=True skips torch.compile, which costs over a minute on a small CPU before the
+    first token; it is the right trade for short jobs.
+    """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM
 
-    return LLM(model=model, max_model_len=max_model_len, seed=seed, trust_remote_code=False)
+    return LLM(model=model, max_model_len=max_model_len, seed=seed, enforce_eager=eager,
+               trust_remote_code=False)
 
 
 def greedy_params(max_tokens: int):

@@ -14,7 +14,7 @@ def generate(params: dict, events: Events) -> dict:
 
     events.progress("start vLLM", 0, 1, "steps")
     started = time.monotonic()
-    llm = engine.offline_llm(params["model"], params["max_model_len"])
+    llm = engine.offline_llm(params["model"], params["max_model_len"], eager=not params["compile"])
     start_s = time.monotonic() - started
     events.progress("start vLLM", 1, 1, "steps")
     events.progress("generate", 0, len(params["prompts"]), "prompts")

