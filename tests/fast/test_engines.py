@@ -99,3 +99,31 @@ def test_doctor_json(isolated_home, run_cli):
     assert report["hardware"]["cpu_cores"] >= 1
     assert set(report["engines"]) == set(engines.ENGINES)
     assert report["default_model"]["state"] == "not prepared"
+
+
+def test_a_second_build_waits_for_the_first(isolated_home, tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    reqs = tmp_path / "reqs"
+    reqs.mkdir()
+    (reqs / "compress.txt").write_text("[packages]\nthrifty-no-such-package-anywhere==0.0.1\n")
+    monkeypatch.setenv("THRIFTY_ENGINE_REQUIREMENTS", str(reqs))
+    engines.paths.engines_dir().mkdir(parents=True)
+    events, outcome = [], []
+    with open(engines.paths.engines_dir() / "compress.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process is building
+
+        def build():
+            try:
+                engines.ensure("compress", events.append)
+            except EngineError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=build)
+        thread.start()
+        thread.join(timeout=2)
+        assert thread.is_alive()  # blocked on the lock, not building
+        assert events == [{"type": "status", "text": "waiting for another build of this engine"}]
+    thread.join(timeout=120)
+    assert outcome and "Building an engine failed" in str(outcome[0])

@@ -34,14 +34,17 @@ def setup(engine_names: tuple[str, ...], force: bool, python: str | None, as_jso
         raise BadInput("--python adopts an interpreter for one engine: name it, e.g. "
                        "`thrifty setup vllm --python /opt/venv/bin/python`.")
     results = []
-    for name in names:
-        if python:
-            results.append(engines.adopt(name, python))
-        elif engines.status(name)["state"] == "ready" and not force:
-            results.append({**engines.status(name), "note": "already ready"})
-        else:
-            with ProgressDisplay(f"building engine {name}") as display:
-                results.append(engines.create(name, display.handle))
+    with RunRecord("setup", {"engines": names, "force": force, "python": python}) as run:
+        for name in names:
+            if python:
+                results.append(engines.adopt(name, python))
+            elif engines.status(name)["state"] == "ready" and not force:
+                results.append({**engines.status(name), "note": "already ready"})
+            else:
+                with ProgressDisplay(f"building engine {name}") as display:
+                    results.append(engines.create(name, display.handle))
+        run.record({f"{r['engine']}_setup_s": r["setup_s"] for r in results if "setup_s" in r
+                    and "note" not in r}, details={"engines": results})
     if as_json:
         emit_json(results)
         return
@@ -169,7 +172,11 @@ def corpora_list(as_json: bool) -> None:
 @json_option
 def corpora_prepare(force: bool, as_json: bool) -> None:
     """Extract the built-in enwiki corpus (Wikipedia articles shipped in gensim) and split it."""
-    meta = prepare.prepare_enwiki(force=force)
+    with RunRecord("corpora-prepare", {"corpus": corpora.ENWIKI, "force": force},
+                   engines_used=("compress",)) as run:
+        meta = prepare.prepare_enwiki(force=force)
+        run.record({f"{s}_articles_count": c["articles"] for s, c in meta["splits"].items()},
+                   details=meta)
     if as_json:
         emit_json(meta)
         return

@@ -7,6 +7,7 @@ every install step and an import check succeeded; the marker records the hash of
 requirement file, so editing the file makes thrifty rebuild the environment.
 """
 
+import fcntl
 import hashlib
 import importlib.resources
 import json
@@ -15,7 +16,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,12 +179,20 @@ def python_for(name: str) -> str:
 Reporter = Callable[[dict], None]  # receives {"type": "step"|"status", ...} events
 
 
-def create(name: str, report: Reporter = lambda event: None) -> dict:
+def create(name: str, report: Reporter = lambda event: None, rebuild: bool = True) -> dict:
     """Build the engine's venv from its requirement file; write the marker only on success.
 
     Any earlier marker is removed first, so a failed or interrupted build is never mistaken
-    for a good environment.
+    for a good environment. With rebuild=False, an engine that became ready while this
+    process waited for the build lock is kept.
     """
+    with build_lock(name, report):
+        if not rebuild and status(name)["state"] == "ready":
+            return status(name)
+        return _build(name, report)
+
+
+def _build(name: str, report: Reporter) -> dict:
     engine = spec(name)
     accelerator = hardware.accelerator()
     reqs = requirements_for(name, accelerator)
@@ -265,8 +275,21 @@ def adopt(name: str, python: str) -> dict:
 def ensure(name: str, report: Reporter = lambda event: None) -> str:
     """The engine's interpreter, building the engine first if it is missing or outdated."""
     if status(name)["state"] != "ready":
-        create(name, report)
+        create(name, report, rebuild=False)
     return python_for(name)
+
+
+@contextmanager
+def build_lock(name: str, report: Reporter) -> Iterator[None]:
+    """Make a second thrifty process wait for a build in progress instead of racing it."""
+    paths.engines_dir().mkdir(parents=True, exist_ok=True)
+    with open(paths.engines_dir() / f"{name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report({"type": "status", "text": "waiting for another build of this engine"})
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _import_check(modules: tuple[str, ...]) -> str:
