@@ -23,6 +23,7 @@ COMMANDS = {
     "corpora": "thrifty.core.commands:corpora_group",
     "generate": "thrifty.serve.commands:generate",
     "eval": "thrifty.compress.commands:eval_command",
+    "quantize": "thrifty.compress.quantize_command:quantize",
 }
 
 

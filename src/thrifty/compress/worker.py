@@ -62,5 +62,11 @@ def _weights_bytes(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
 
 
+def quantize(params: dict, events: Events) -> dict:
+    from thrifty.compress.quantize import quantize as run_quantize
+
+    return run_quantize(params, events)
+
+
 if __name__ == "__main__":
-    worker_main({"evaluate": evaluate})
+    worker_main({"evaluate": evaluate, "quantize": quantize})

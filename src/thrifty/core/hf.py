@@ -12,7 +12,9 @@ def load_tokenizer(path: str):
 
 
 def load_causal_lm(path: str, dtype: str = "float32"):
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    """dtype is a torch dtype name, or "auto" for the one in the model's config."""
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
     model.eval()
     return model
 
@@ -51,3 +53,29 @@ def convert_gguf(folder: str, gguf_file: str, out_dir: Path) -> dict:
         "hidden_size": getattr(config, "hidden_size", None),
         "transformers_version": transformers.__version__,
     }
+
+
+def load_config(path: str):
+    return AutoConfig.from_pretrained(path)
+
+
+def meta_model(path: str):
+    """The model's module tree with no weights in memory (for planning before a long job)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+
+
+def linear_layers(model) -> list[tuple[str, int, int]]:
+    """(name, input width, output width) of every nn.Linear in the model."""
+    return [(name, m.in_features, m.out_features) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear)]
+
+
+def save_tokenizer(tokenizer, out_dir: str) -> None:
+    tokenizer.save_pretrained(out_dir)
+
+
+def library_versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "transformers": transformers.__version__}

@@ -1,0 +1,156 @@
+"""`thrifty quantize`: GPTQ, AWQ or RTN weight quantization (llm-compressor), checked in vLLM."""
+
+from pathlib import Path
+
+import click
+
+from thrifty.compress.schemes import SCHEMES
+from thrifty.core import prepare
+from thrifty.core.errors import BadInput, ThriftyError
+from thrifty.core.execute import run_in_engine
+from thrifty.core.files import atomic_folder, check_output_free, folder_size_bytes, write_json
+from thrifty.core.output import emit_json, json_option, mib, table
+from thrifty.core.runs import RunRecord
+
+MANIFEST = "thrifty-quantize.json"
+VERIFY_PROMPT = "The capital of France is"
+
+
+def group_size_type(value: str) -> str | int:
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise click.BadParameter("must be 'auto' or a positive integer such as 64")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the quantized checkpoint to (must not exist without --force).")
+@click.option("--method", type=click.Choice(["gptq", "awq", "rtn"]), default="gptq",
+              show_default=True, help="GPTQ (error-correcting, needs calibration), AWQ "
+              "(activation-aware scaling, needs calibration) or RTN (round-to-nearest, no data).")
+@click.option("--scheme", type=click.Choice(sorted(SCHEMES)), default="W4A16", show_default=True,
+              help="Weight-only integer scheme: W4A16 (symmetric), W4A16_ASYM (with zero "
+              "points), W8A16. Activations stay in 16 bits.")
+@click.option("--bits", type=click.IntRange(2, 8),
+              help="Override the scheme's weight bits (e.g. 3, to see quality differences on "
+              "small models). vLLM's kernels load 4- and 8-bit weights.")
+@click.option("--group-size", type=group_size_type, default="auto", show_default=True,
+              help="Weights per scale. 'auto' takes 128 if it divides every quantized layer's "
+              "input width, else the largest of 64 and 32 that does.")
+@click.option("--calib", default="enwiki", show_default=True,
+              help="Calibration text: `enwiki` (its calibration split) or a .txt / .jsonl file.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Calibration samples (512 is usual for 7B+ models on a GPU).")
+@click.option("--seq-len", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Tokens per calibration sample (2048 is usual on a GPU).")
+@click.option("--actorder/--no-actorder", default=True, show_default=True,
+              help="GPTQ: quantize columns in order of activation magnitude (static).")
+@click.option("--dampening", "dampening_frac", type=click.FloatRange(0, 1, min_open=True),
+              default=0.01, show_default=True, help="GPTQ: Hessian dampening fraction.")
+@click.option("--block-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="GPTQ: columns updated per block.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip loading the result in the vllm engine and generating from it.")
+@click.option("--allow-pickle", is_flag=True, help="Accept pickle (.bin) weights in MODEL.")
+@json_option
+def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
+             group_size: str | int, calib: str, num_samples: int, seq_len: int, actorder: bool,
+             dampening_frac: float, block_size: int, force: bool, no_verify: bool,
+             allow_pickle: bool, as_json: bool) -> None:
+    """Quantize MODEL's weights with llm-compressor and save a compressed-tensors checkpoint.
+
+    Runs in the compress engine, on CPU or GPU. Before calibration it checks the architecture,
+    the group size against every layer, memory and disk. The output is written to a temporary
+    folder and renamed into place when complete; `thrifty-quantize.json` in it records the
+    recipe, versions and a hash of the calibration data. Then vLLM loads the result and
+    generates from it (unless --no-verify); a checkpoint vLLM cannot load is kept but marked
+    unverified, and the command fails.
+    """
+    out_dir = Path(out).expanduser().resolve()
+    check_output_free(out_dir, force)
+    ref = prepare.ensure_model(model, allow_pickle=allow_pickle)
+    if ref.kind != "hub" and (out_dir == Path(ref.path) or Path(ref.path) in out_dir.parents):
+        raise BadInput(f"--out {out_dir} is inside the model folder {ref.path}; choose a folder "
+                       "outside it.")
+    default_bits, symmetric = SCHEMES[scheme]
+    bits = bits or default_bits
+    calib_path = prepare.ensure_corpus(calib, "calibration") if method != "rtn" else None
+    params = {"model_path": ref.path, "method": method, "scheme": scheme, "bits": bits,
+              "symmetric": symmetric, "group_size": group_size, "calib": calib,
+              "calib_path": str(calib_path) if calib_path else None,
+              "num_samples": num_samples, "seq_len": seq_len, "actorder": actorder,
+              "dampening_frac": dampening_frac, "block_size": block_size}
+    engines_used = ("compress",) if no_verify else ("compress", "vllm")
+    with RunRecord("quantize", {**params, "model": model, "out": str(out_dir)},
+                   engines_used=engines_used) as run:
+        with atomic_folder(out_dir, force=force) as tmp:
+            result = run_in_engine("compress", "thrifty.compress.worker", "quantize",
+                                   {**params, "out_dir": str(tmp)}, run.path,
+                                   title=f"quantizing {model}")
+            manifest = {"base_model": ref.path, "base_model_name": model, **result,
+                        "verified": None, "run": str(run.path)}
+            write_json(tmp / MANIFEST, manifest)
+        manifest["weights_bytes"] = folder_size_bytes(out_dir)
+        manifest["base_weights_bytes"] = _weights_bytes(Path(ref.path))
+        if not no_verify:
+            manifest.update(_verify(out_dir, run.path))
+        write_json(out_dir / MANIFEST, manifest)
+        run.record({"quantize_s": result["quantize_s"], "calibrate_s": result["calibrate_s"],
+                    "weights_bytes": manifest["weights_bytes"],
+                    **({"verify_s": manifest["verify_s"]} if "verify_s" in manifest else {})},
+                   details=manifest)
+        if manifest["verified"] is False:
+            raise ThriftyError(
+                f"vLLM could not load the quantized checkpoint, so it is not servable as is. "
+                f"It is kept at {out_dir}, marked unverified in {MANIFEST}. "
+                f"{manifest['verify_error']}")
+    if as_json:
+        emit_json(manifest)
+        return
+    _print_summary(model, out_dir, manifest)
+
+
+def _verify(out_dir: Path, run_dir: Path) -> dict:
+    """Load the checkpoint in the vllm engine and generate a few tokens from it."""
+    try:
+        generated = run_in_engine(
+            "vllm", "thrifty.serve.worker", "generate",
+            {"model": str(out_dir), "prompts": [VERIFY_PROMPT], "max_tokens": 12,
+             "max_model_len": 512, "compile": False},
+            run_dir, title="verifying in vLLM")
+    except ThriftyError as exc:
+        return {"verified": False, "verify_error": str(exc)}
+    completion = generated["completions"][0]
+    return {"verified": True, "verify_s": generated["engine_start_s"] + generated["generate_s"],
+            "verify_sample": completion["prompt"] + completion["text"],
+            "verify_vllm_version": generated["vllm_version"]}
+
+
+def _weights_bytes(folder: Path) -> int | None:
+    if not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".safetensors")
+
+
+def _print_summary(model: str, out_dir: Path, m: dict) -> None:
+    calib = m["calibration"]
+    ratio = (f" ({m['base_weights_bytes'] / m['weights_bytes']:.2f}x smaller)"
+             if m.get("base_weights_bytes") else "")
+    rows = [
+        ["method", f"{m['method'].upper()} {m['scheme']}, {m['bits']}-bit "
+                   f"{'symmetric' if m['symmetric'] else 'asymmetric'}"],
+        ["group size", m["group_size_note"]],
+        ["layers", f"{m['layers_count']} linear layers quantized (lm_head kept)"],
+        ["calibration", f"{calib['samples_count']} samples x {calib['seq_len_tokens']} tokens "
+                        f"from {calib['corpus']}" if calib["samples_count"] else "none (RTN)"],
+        ["size", f"{mib(m.get('base_weights_bytes'))} -> {mib(m['weights_bytes'])}{ratio}"],
+        ["time", f"{m['quantize_s']} s (calibration {m['calibrate_s']} s)"],
+        ["vLLM check", "skipped (--no-verify)" if m["verified"] is None
+         else f"loads and generates: {m['verify_sample']!r}"],
+        ["output", str(out_dir)],
+    ]
+    table(f"Quantized {model}", ["", ""], rows)
