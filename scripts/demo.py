@@ -1,7 +1,8 @@
 """thrifty end to end on the offline default model, through its own CLI.
 
 Builds (or reuses) both engines, prepares SmolLM2-135M and the enwiki corpus, generates a
-completion in the vLLM engine, measures perplexity in the compress engine, and prints a summary.
+completion in the vLLM engine, quantizes the model with GPTQ W4A16 (checked in vLLM), measures
+base and quantized perplexity and size in the compress engine, and prints a summary.
 Run it with `make demo`.
 """
 
@@ -9,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +18,7 @@ from rich.table import Table
 MODEL = "smollm2-135m"
 PROMPT = "The three most important things to know about Wikipedia are"
 EVAL_TOKENS = 8192
+QUANTIZED = Path(__file__).resolve().parent.parent / "demo-output" / "smollm2-135m-gptq-w4a16"
 
 console = Console()
 
@@ -37,9 +40,12 @@ def main() -> None:
     model, model_s = thrifty("models", "prepare", MODEL)
     corpus, corpus_s = thrifty("corpora", "prepare")
     generated, generate_s = thrifty("generate", MODEL, "--prompt", PROMPT, "--max-tokens", "40")
-    evaluated, eval_s = thrifty("eval", MODEL, "--max-tokens", str(EVAL_TOKENS))
+    quantized, quantize_s = thrifty("quantize", MODEL, "--method", "gptq", "--scheme", "W4A16",
+                                    "--num-samples", "32", "--seq-len", "256",
+                                    "--out", str(QUANTIZED), "--force")
+    evaluated, eval_s = thrifty("eval", MODEL, str(QUANTIZED), "--max-tokens", str(EVAL_TOKENS))
 
-    row = evaluated["rows"][0]
+    row, qrow = evaluated["rows"]
     completion = generated["completions"][0]
     summary = Table(title="thrifty demo: SmolLM2-135M, offline", title_justify="left",
                     show_header=False)
@@ -58,13 +64,23 @@ def main() -> None:
     summary.add_row("vLLM", f"{generated['vllm_version']}, engine start "
                             f"{generated['engine_start_s']} s, {completion['output_tokens']} "
                             f"tokens in {generated['generate_s']} s")
-    summary.add_row("perplexity (enwiki evaluation split)",
+    summary.add_row("perplexity, base (enwiki evaluation split)",
                     f"{row['perplexity']:.2f} over {row['eval_tokens']} tokens "
                     f"({row['windows_count']} windows of 1024), {row['eval_s']} s")
+    summary.add_row("quantized (GPTQ W4A16)",
+                    f"{QUANTIZED}\n{quantized['group_size_note']}; "
+                    f"{quantized['calibration']['samples_count']} calibration samples; "
+                    f"vLLM check: {quantized['verify_sample']!r}")
+    summary.add_row("perplexity, quantized",
+                    f"{qrow['perplexity']:.2f} ({qrow['perplexity_delta_pct']:+.1f}% vs base)")
+    summary.add_row("weights on disk",
+                    f"{row['weights_bytes'] / 2**20:.0f} MiB -> {qrow['weights_bytes'] / 2**20:.0f}"
+                    f" MiB ({row['weights_bytes'] / qrow['weights_bytes']:.2f}x smaller; "
+                    f"{qrow['bytes_per_param']:.2f} bytes/param, embeddings kept in fp32)")
     summary.add_row("step times", f"setup {setup_s:.0f} s, model {model_s:.0f} s, corpus "
-                                  f"{corpus_s:.0f} s, generate {generate_s:.0f} s, eval "
-                                  f"{eval_s:.0f} s")
-    summary.add_row("run records", f"{generated['run']}\n{evaluated['run']}")
+                                  f"{corpus_s:.0f} s, generate {generate_s:.0f} s, quantize "
+                                  f"{quantize_s:.0f} s, eval {eval_s:.0f} s")
+    summary.add_row("run records", f"{generated['run']}\n{quantized['run']}\n{evaluated['run']}")
     console.print(summary)
 
 

@@ -55,7 +55,7 @@ def test_crash_reports_exit_code_and_log_tail(worker, tmp_path):
     with pytest.raises(WorkerFailed) as caught:
         jobs.run_job(sys.executable, "toy_worker", "crash", {}, tmp_path / "job", env=worker)
     message = str(caught.value)
-    assert "exit code 1" in message
+    assert "exit code 1: RuntimeError: segment of weights is corrupt" in message
     assert "loading weights..." in message
     assert "RuntimeError: segment of weights is corrupt" in message
     assert not (tmp_path / "job" / "result-crash.json").exists()

@@ -14,6 +14,7 @@ from thrifty.core.runs import RunRecord
 
 MANIFEST = "thrifty-quantize.json"
 VERIFY_PROMPT = "The capital of France is"
+VLLM_WEIGHT_BITS = (4, 8)  # what vLLM's WNA16 kernels implement
 
 
 def group_size_type(value: str) -> str | int:
@@ -78,6 +79,11 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
                        "outside it.")
     default_bits, symmetric = SCHEMES[scheme]
     bits = bits or default_bits
+    if bits not in VLLM_WEIGHT_BITS and not no_verify:
+        kernels = " and ".join(map(str, VLLM_WEIGHT_BITS))
+        click.echo(f"Note: vLLM has weight-only kernels for {kernels}-bit weights, so this "
+                   f"{bits}-bit checkpoint will likely fail the vLLM check (it is kept, marked "
+                   "unverified). --no-verify skips the check.", err=True)
     calib_path = prepare.ensure_corpus(calib, "calibration") if method != "rtn" else None
     params = {"model_path": ref.path, "method": method, "scheme": scheme, "bits": bits,
               "symmetric": symmetric, "group_size": group_size, "calib": calib,

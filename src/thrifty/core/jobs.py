@@ -9,6 +9,7 @@ Only the standard library is used here: workers import this module inside engine
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,14 +132,34 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
             if not (isinstance(kind, type) and issubclass(kind, errors.ThriftyError)):
                 kind = errors.ThriftyError
             raise kind(user_error["message"])
+        cause = likely_cause(log_file)
         raise errors.WorkerFailed(
-            f"The {task!r} job ({module}) crashed with exit code {code}. "
-            f"Rerun with --debug for details, or read its full log at {log_file}.\n"
+            f"The {task!r} job ({module}) crashed with exit code {code}"
+            + (f": {cause}" if cause else "") + ". "
+            f"Read its full log at {log_file}.\n"
             f"Last lines of the log:\n{tail(log_file, 20)}"
         )
     if not result_file.is_file():
         raise errors.WorkerFailed(f"The {task!r} job finished without writing {result_file}.")
     return read_json(result_file)
+
+
+EXCEPTION_LINE = re.compile(r"\b([A-Za-z_.]*(?:Error|Exception)): (.+)$")
+WRAPPER_ERRORS = ("Engine core initialization failed",)  # vLLM re-raises the real cause
+
+
+def likely_cause(log_file: Path) -> str | None:
+    """The first exception line in a log: with multi-process engines such as vLLM the root
+    cause comes first and the last lines only say that a child process failed."""
+    try:
+        lines = Path(log_file).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        match = EXCEPTION_LINE.search(line)
+        if match and not any(w in match.group(2) for w in WRAPPER_ERRORS):
+            return f"{match.group(1)}: {match.group(2).strip()}"
+    return None
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

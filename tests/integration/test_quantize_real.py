@@ -1,0 +1,89 @@
+"""Quantization of the real SmolLM2-135M with llm-compressor, checked in the real vLLM."""
+
+import json
+import subprocess
+
+import pytest
+from cli_helpers import thrifty, thrifty_json
+
+from thrifty.core import engines, models
+
+BASE = models.DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def rtn(tmp_path_factory):
+    """RTN W4A16, verified in vLLM (no calibration, so it is the quickest real checkpoint)."""
+    out = tmp_path_factory.mktemp("q") / "rtn-w4"
+    return out, thrifty_json("quantize", BASE, "--method", "rtn", "--out", out)
+
+
+def test_rtn_checkpoint_is_recorded_and_served_by_vllm(rtn):
+    out, manifest = rtn
+    assert manifest["verified"] is True
+    assert manifest["verify_sample"].startswith("The capital of France is")
+    assert manifest["group_size"] == 64 and "128 does not divide" in manifest["group_size_note"]
+    assert manifest["layers_count"] == 210  # 30 layers x 7 projections; lm_head kept
+    assert manifest["versions"]["llmcompressor"] == "0.14.0.1"
+    assert manifest["base_weights_bytes"] / manifest["weights_bytes"] > 2.5
+    config = json.loads((out / "config.json").read_text())
+    weights = config["quantization_config"]["config_groups"]["group_0"]["weights"]
+    assert (weights["num_bits"], weights["group_size"], weights["symmetric"]) == (4, 64, True)
+    on_disk = json.loads((out / "thrifty-quantize.json").read_text())
+    assert on_disk["verified"] is True and "QuantizationModifier" in on_disk["recipe"]
+    assert not list(out.parent.glob(".*partial*"))  # no temporary folder left behind
+
+
+def test_gptq_with_calibration_then_eval_against_the_base(rtn, tmp_path):
+    out = tmp_path / "gptq-w4"
+    manifest = thrifty_json("quantize", BASE, "--out", out, "--num-samples", "8",
+                            "--seq-len", "64", "--no-verify")
+    calib = manifest["calibration"]
+    assert calib["samples_count"] == 8 and calib["tokens"] == 8 * 64
+    assert len(calib["sha256"]) == 64 and manifest["actorder"] is True
+    assert manifest["verified"] is None
+    result = thrifty_json("eval", BASE, rtn[0], out, "--max-tokens", "1024")
+    base, quantized_rtn, quantized_gptq = result["rows"]
+    assert len({r["tokens_sha256"] for r in result["rows"]}) == 1  # same tokens for every row
+    for row in (quantized_rtn, quantized_gptq):
+        assert base["perplexity"] < row["perplexity"] < 3 * base["perplexity"]
+        assert row["weights_delta_pct"] < -60
+
+
+def test_three_bit_checkpoint_vllm_cannot_load_is_kept_unverified(tmp_path):
+    out = tmp_path / "rtn-w3"
+    done = thrifty("quantize", BASE, "--method", "rtn", "--bits", "3", "--out", out, check=False)
+    assert done.returncode == 1
+    assert "vLLM could not load the quantized checkpoint" in done.stderr
+    assert "Failed to find a kernel" in done.stderr  # the root cause, from the engine's log
+    manifest = json.loads((out / "thrifty-quantize.json").read_text())
+    assert manifest["verified"] is False and manifest["bits"] == 3
+
+
+def test_group_size_that_does_not_divide_fails_before_calibration(tmp_path):
+    out = tmp_path / "g128"
+    done = thrifty("quantize", BASE, "--group-size", "128", "--out", out, check=False)
+    assert done.returncode == 1
+    assert "does not divide the input width of 180 layers" in done.stderr
+    assert "model.layers.0.self_attn.q_proj (576)" in done.stderr
+    assert not out.exists()
+
+
+TINY_GPT2 = """
+import sys
+from transformers import GPT2Config, GPT2LMHeadModel
+GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=64, n_head=2, vocab_size=128)).save_pretrained(
+    sys.argv[1])
+"""
+
+
+def test_awq_on_an_architecture_without_mappings_says_which_are_supported(tmp_path):
+    folder = tmp_path / "tiny-gpt2"
+    subprocess.run([engines.python_for("compress"), "-c", TINY_GPT2, str(folder)], check=True,
+                   capture_output=True)
+    done = thrifty("quantize", folder, "--method", "awq", "--out", tmp_path / "out",
+                   check=False)
+    assert done.returncode == 1
+    assert "no such mappings for it" in done.stderr and "GPT2LMHeadModel" in done.stderr
+    assert "LlamaForCausalLM" in done.stderr  # the supported list
+    assert not (tmp_path / "out").exists()
