@@ -24,7 +24,7 @@ demo: install
 test: lint test-fast test-integration
 
 lint: install
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff check src tests scripts benchmarks
 
 test-fast: install
 	$(BIN)/python -m pytest tests/fast -q

@@ -8,7 +8,7 @@ from thrifty.compress.schemes import SCHEMES
 from thrifty.core import prepare
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.execute import run_in_engine
-from thrifty.core.files import atomic_folder, check_output_free, folder_size_bytes, write_json
+from thrifty.core.files import atomic_folder, check_output_free, weights_bytes, write_json
 from thrifty.core.output import emit_json, json_option, mib, table
 from thrifty.core.runs import RunRecord
 
@@ -100,8 +100,8 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
             manifest = {"base_model": ref.path, "base_model_name": model, **result,
                         "verified": None, "run": str(run.path)}
             write_json(tmp / MANIFEST, manifest)
-        manifest["weights_bytes"] = folder_size_bytes(out_dir)
-        manifest["base_weights_bytes"] = _weights_bytes(Path(ref.path))
+        manifest["weights_bytes"] = weights_bytes(out_dir)
+        manifest["base_weights_bytes"] = weights_bytes(Path(ref.path))
         if not no_verify:
             manifest.update(_verify(out_dir, run.path))
         write_json(out_dir / MANIFEST, manifest)
@@ -134,12 +134,6 @@ def _verify(out_dir: Path, run_dir: Path) -> dict:
     return {"verified": True, "verify_s": generated["engine_start_s"] + generated["generate_s"],
             "verify_sample": completion["prompt"] + completion["text"],
             "verify_vllm_version": generated["vllm_version"]}
-
-
-def _weights_bytes(folder: Path) -> int | None:
-    if not folder.is_dir():
-        return None
-    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".safetensors")
 
 
 def _print_summary(model: str, out_dir: Path, m: dict) -> None:

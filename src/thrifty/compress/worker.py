@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 from thrifty.core import corpora
+from thrifty.core.files import weights_bytes
 from thrifty.core.jobs import Events, worker_main
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def evaluate(params: dict, events: Events) -> dict:
@@ -36,7 +35,7 @@ def evaluate(params: dict, events: Events) -> dict:
                             lambda done, total, s=stage: events.progress(s, done, total, "windows"))
         eval_s = time.monotonic() - started
         parameters = sum(p.numel() for p in model.parameters())
-        weights = _weights_bytes(Path(model_ref["path"]))
+        weights = weights_bytes(Path(model_ref["path"]))  # None for a hub id
         rows.append({
             "model": model_ref["name"],
             "path": model_ref["path"],
@@ -54,12 +53,6 @@ def evaluate(params: dict, events: Events) -> dict:
         })
         del model
     return {"rows": rows, "torch_threads": torch.get_num_threads()}
-
-
-def _weights_bytes(folder: Path) -> int | None:
-    if not folder.is_dir():
-        return None  # a hub id: its files live in the hub cache
-    return sum(p.stat().st_size for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
 
 
 def quantize(params: dict, events: Events) -> dict:

@@ -61,6 +61,17 @@ def folder_size_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_bytes(folder: Path) -> int | None:
+    """Size of a model folder's weight files; None for something that is not a local folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         text = Path(path).read_text(errors="replace").splitlines()
