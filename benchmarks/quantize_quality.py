@@ -104,6 +104,10 @@ def markdown(result: dict) -> str:
         f"tokens from the enwiki calibration split. Evaluation: the first {q['eval_tokens']} "
         "tokens of the enwiki evaluation split (the same tokens for every row), "
         "non-overlapping 1024-token windows. Machine: " + result["machine"] + ".", "",
+        "RTN and GPTQ rows are symmetric (W4A16, `--bits 3` for 3-bit); AWQ rows use zero "
+        "points (W4A16_ASYM), as AWQ is usually run. The calibration set is small to keep the "
+        "whole benchmark within an hour on 2 CPU cores; GPTQ in particular is known to need "
+        "more data than this, so read its rows as a lower bound.", "",
         "| model | perplexity | Δ vs base | weights | bytes/param | quantize time |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -129,7 +133,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny settings, to try the script")
     parser.add_argument("--work", default="/tmp/thrifty-quantize-bench")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite results/quantize.md from results/quantize.json")
     args = parser.parse_args()
+    if args.render_only:
+        result = json.loads((HERE / "results" / "quantize.json").read_text())
+        (HERE / "results" / "quantize.md").write_text(markdown(result))
+        return
     samples, seq_len, eval_tokens, repeats = (4, 64, 1024, 1) if args.quick else (16, 256, 8192, 3)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
