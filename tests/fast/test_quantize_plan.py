@@ -94,3 +94,17 @@ def test_missing_calibration_file(isolated_home, run_cli, model_folder, tmp_path
                      "--calib", tmp_path / "nope.jsonl")
     assert result.exit_code == 1
     assert "neither 'enwiki' nor an existing file" in result.output
+
+
+def test_memory_estimate_beyond_free_ram_is_refused(tmp_path):
+    from thrifty.compress.quantize import _check_resources
+
+    with pytest.raises(BadInput, match="GiB of RAM"):
+        _check_resources({"memory_bytes": 10**15, "output_bytes": 1}, str(tmp_path))
+
+
+def test_output_larger_than_free_disk_is_refused(tmp_path):
+    from thrifty.compress.quantize import _check_resources
+
+    with pytest.raises(BadInput, match="free"):
+        _check_resources({"memory_bytes": 1, "output_bytes": 10**16}, str(tmp_path))
