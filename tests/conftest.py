@@ -1,11 +1,7 @@
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from thrifty.cli import cli
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

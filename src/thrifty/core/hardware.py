@@ -1,5 +1,6 @@
 """What hardware this machine has: CPU cores, RAM, NVIDIA GPUs (through nvidia-smi)."""
 
+import functools
 import os
 import platform
 import shutil
@@ -36,23 +37,24 @@ def memory_gib() -> dict[str, float]:
     }
 
 
-def gpus() -> list[Gpu]:
-    """NVIDIA GPUs seen by nvidia-smi; an empty list when there is none or no driver."""
+@functools.cache  # nvidia-smi takes a while; the GPUs do not change while thrifty runs
+def gpus() -> tuple[Gpu, ...]:
+    """NVIDIA GPUs seen by nvidia-smi; empty when there is none or no driver."""
     if not shutil.which("nvidia-smi"):
-        return []
+        return ()
     query = ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version",
              "--format=csv,noheader,nounits"]
     try:
         out = subprocess.run(query, capture_output=True, text=True, timeout=15, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
+        return ()
     found = []
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 4:
             index, name, mem_mib, driver = parts
             found.append(Gpu(int(index), name, round(float(mem_mib) / 1024, 1), driver))
-    return found
+    return tuple(found)
 
 
 def accelerator() -> str:

@@ -1,6 +1,5 @@
 """Prepare the built-in offline assets (default model, enwiki corpus) in the compress engine."""
 
-import shutil
 import time
 from pathlib import Path
 
@@ -15,8 +14,6 @@ def prepare_model(name: str, force: bool = False) -> dict:
     if models.is_prepared(name) and not force:
         return read_json(target / models.MANIFEST)
     entry = models.builtin_models()[name]
-    if target.exists():  # a folder without a manifest is an unfinished preparation
-        shutil.rmtree(target)
     started = time.monotonic()
     with atomic_folder(target, force=True) as tmp:
         manifest = run_in_engine(
@@ -40,8 +37,6 @@ def prepare_enwiki(force: bool = False) -> dict:
     target = corpora.enwiki_dir()
     if corpora.enwiki_ready() and not force:
         return read_json(target / "meta.json")
-    if target.exists():
-        shutil.rmtree(target)
     with atomic_folder(target, force=True) as tmp:
         return run_in_engine("compress", "thrifty.core.worker", "prepare_enwiki",
                              {"out_dir": str(tmp)}, _work_dir("prepare-corpus"),
