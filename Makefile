@@ -29,12 +29,13 @@ lint: install
 test-fast: install
 	$(BIN)/python -m pytest tests/fast -q
 
-# Builds (or reuses) both engines, the default model and the corpus, then runs the tests
-# that use them.
+# Builds (or reuses) both engines, the default model, the corpus and the demo adapters, then
+# runs the tests that use them.
 prepare: install
 	$(THRIFTY) setup
 	$(THRIFTY) models prepare smollm2-135m
 	$(THRIFTY) corpora prepare
+	$(THRIFTY) adapters demo
 
 test-integration: prepare
 	$(BIN)/python -m pytest tests/integration -q

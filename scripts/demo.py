@@ -2,11 +2,15 @@
 
 Builds (or reuses) both engines, prepares SmolLM2-135M and the enwiki corpus, generates a
 completion in the vLLM engine, quantizes the model with GPTQ W4A16 (checked in vLLM), measures
-base and quantized perplexity and size in the compress engine, and prints a summary.
+base and quantized perplexity and size in the compress engine, trains the demo LoRA adapters,
+serves the quantized model with them in vLLM's OpenAI-compatible server, hot-loads one more
+adapter, queries the base and every adapter, and prints a summary.
 Run it with `make demo`.
 """
 
 import json
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,10 +19,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from thrifty.serve.client import ServerClient
+
 MODEL = "smollm2-135m"
 PROMPT = "The three most important things to know about Wikipedia are"
 EVAL_TOKENS = 8192
-QUANTIZED = Path(__file__).resolve().parent.parent / "demo-output" / "smollm2-135m-gptq-w4a16"
+OUTPUT = Path(__file__).resolve().parent.parent / "demo-output"
+QUANTIZED = OUTPUT / "smollm2-135m-gptq-w4a16"
+ADAPTERS_DIR = OUTPUT / "adapters"  # the server's adapters folder
+SERVE_PROMPT = "The capital of"
 
 console = Console()
 
@@ -44,6 +53,9 @@ def main() -> None:
                                     "--num-samples", "32", "--seq-len", "256",
                                     "--out", str(QUANTIZED), "--force")
     evaluated, eval_s = thrifty("eval", MODEL, str(QUANTIZED), "--max-tokens", str(EVAL_TOKENS))
+
+    demo_adapters, adapters_s = thrifty("adapters", "demo")
+    served, serve_s = serve(demo_adapters)
 
     row, qrow = evaluated["rows"]
     completion = generated["completions"][0]
@@ -77,11 +89,60 @@ def main() -> None:
                     f"{row['weights_bytes'] / 2**20:.0f} MiB -> {qrow['weights_bytes'] / 2**20:.0f}"
                     f" MiB ({row['weights_bytes'] / qrow['weights_bytes']:.2f}x smaller; "
                     f"{qrow['bytes_per_param']:.2f} bytes/param, embeddings kept in fp32)")
+    summary.add_row("demo adapters (LoRA rank 8, peft)",
+                    ", ".join(f"{a['name']} ({', '.join(a['trained_on_titles'][:2])}, ...)"
+                              for a in demo_adapters))
+    summary.add_row("served (vLLM OpenAI server)",
+                    f"{served['ready']['url']}: quantized base + adapters, ready in "
+                    f"{served['ready']['startup_s']:.0f} s; flags "
+                    f"--max-lora-rank {served['ready']['flags']['max_lora_rank']} "
+                    f"--max-loras {served['ready']['flags']['max_loras']} (derived); "
+                    f"hot-loaded 'arts' with `thrifty adapters load` in "
+                    f"{served['load_ms'] / 1000:.1f} s (CLI start included)")
+    for model, text in served["completions"].items():
+        summary.add_row(f"  {model}", f"[italic]{SERVE_PROMPT}[/italic]{text}")
     summary.add_row("step times", f"setup {setup_s:.0f} s, model {model_s:.0f} s, corpus "
                                   f"{corpus_s:.0f} s, generate {generate_s:.0f} s, quantize "
-                                  f"{quantize_s:.0f} s, eval {eval_s:.0f} s")
-    summary.add_row("run records", f"{generated['run']}\n{quantized['run']}\n{evaluated['run']}")
+                                  f"{quantize_s:.0f} s, eval {eval_s:.0f} s, adapters "
+                                  f"{adapters_s:.0f} s, serve and query {serve_s:.0f} s")
+    summary.add_row("run records", f"{generated['run']}\n{quantized['run']}\n{evaluated['run']}"
+                                   f"\n{served['ready']['run']}")
     console.print(summary)
+
+
+def serve(demo_adapters: list[dict]) -> tuple[dict, float]:
+    """Serve the quantized model with two adapters given up front and one in the adapters
+    folder, hot-load a fourth, and query the base and each adapter through the HTTP API."""
+    paths = {a["name"]: a["path"] for a in demo_adapters}
+    shutil.rmtree(ADAPTERS_DIR, ignore_errors=True)
+    ADAPTERS_DIR.mkdir(parents=True)
+    shutil.copytree(paths["geography"], ADAPTERS_DIR / "geography")
+    command = [sys.executable, "-m", "thrifty", "serve", str(QUANTIZED),
+               "--adapter", f"history={paths['history']}",
+               "--adapter", f"chemistry={paths['chemistry']}",
+               "--adapters-dir", str(ADAPTERS_DIR),
+               "--allow-adapters-from", str(Path(paths["arts"]).parent), "--port", "0", "--json"]
+    console.rule(f"[bold]thrifty serve {QUANTIZED.name} --adapter history=... "
+                 "--adapter chemistry=... --adapters-dir ...")
+    started = time.monotonic()
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        if not line:
+            sys.exit(f"demo stopped: `thrifty serve` failed (exit {server.wait()})")
+        ready = json.loads(line)
+        url = ready["url"].removesuffix("/v1")
+        load_started = time.monotonic()
+        thrifty("adapters", "load", "arts", paths["arts"], "--server", url, as_json=False)
+        load_ms = (time.monotonic() - load_started) * 1000  # includes the CLI's own start
+        client = ServerClient(url)
+        completions = {model: client.complete(model, SERVE_PROMPT, 24).text.replace("\n", " ")
+                       for model in (QUANTIZED.name, "history", "chemistry", "geography", "arts")}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    return ({"ready": ready, "load_ms": load_ms, "completions": completions},
+            time.monotonic() - started)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ COMMANDS = {
     "models": "thrifty.core.commands:models_group",
     "corpora": "thrifty.core.commands:corpora_group",
     "generate": "thrifty.serve.commands:generate",
+    "serve": "thrifty.serve.serve_command:serve",
+    "adapters": "thrifty.serve.adapters_command:adapters_group",
     "eval": "thrifty.compress.commands:eval_command",
     "quantize": "thrifty.compress.quantize_command:quantize",
 }

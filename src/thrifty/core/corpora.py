@@ -55,6 +55,12 @@ def resolve(spec: str, split: str) -> Path:
     return path.resolve()
 
 
+def enwiki_articles(split: str) -> dict[str, str]:
+    """title -> text for one split of the prepared enwiki corpus."""
+    lines = resolve(ENWIKI, split).read_text(encoding="utf-8").splitlines()
+    return {record["title"]: record["text"] for record in map(json.loads, lines)}
+
+
 def read_records(path: Path) -> list[dict]:
     """Read and validate a corpus file into records with either `text` or `messages`."""
     path = Path(path)

@@ -78,3 +78,21 @@ def tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return "(no log)"
     return "\n".join("  " + line for line in text[-lines:])
+
+
+def safetensors_header(path: Path) -> dict[str, dict]:
+    """Tensor names -> {"dtype", "shape"} from a .safetensors file, reading only its header.
+
+    The format starts with an 8-byte little-endian header length and a JSON header, so shapes
+    are known without torch and without reading the weights.
+    """
+    with Path(path).open("rb") as handle:
+        size_bytes = handle.read(8)
+        if len(size_bytes) != 8:
+            raise ValueError(f"{path} is too short to be a safetensors file")
+        size = int.from_bytes(size_bytes, "little")
+        if size > 100 * 2**20:
+            raise ValueError(f"{path} declares a {size}-byte header; not a safetensors file")
+        header = json.loads(handle.read(size))
+    header.pop("__metadata__", None)
+    return header

@@ -25,6 +25,10 @@ def corpora_dir() -> Path:
     return home() / "corpora"
 
 
+def adapters_dir() -> Path:
+    return home() / "adapters"
+
+
 def runs_dir() -> Path:
     """Run records: $THRIFTY_RUNS, else <home>/runs."""
     configured = os.environ.get("THRIFTY_RUNS")
