@@ -9,7 +9,8 @@ Measures, each configuration on a server of its own, one after the other in one 
     plain        no LoRA at all (the base model's own speed)
     vllm-default LoRA with vLLM's defaults: --max-lora-rank 16, --max-loras 1
     rank-exact   --max-lora-rank 8 (the adapters' rank), --max-loras 1
-    thrifty      the flags thrifty derives: --max-lora-rank 8, --max-loras 2
+    thrifty      the flags thrifty derives: --max-lora-rank 8, --max-loras 2 (plus traffic
+                 for one adapter alone, to separate LoRA compute from adapter mixing)
     merged       the dominant adapter merged into a copy of the base, served without LoRA
     quantized    thrifty's flags over the GPTQ W4A16 base
 
@@ -123,8 +124,11 @@ def main() -> None:
             plan = process.plan
             row = {"config": label, "base": plan.base_label, "lora": plan.lora_enabled,
                    "max_lora_rank": plan.max_lora_rank, "max_loras": plan.max_loras}
-            for kind, cycle in (traffic or {"base": [plan.base_label],
-                                            "mixed": list(MIXED)}).items():
+            if traffic is None:
+                traffic = {"base": [plan.base_label], "mixed": list(MIXED)}
+                if label == "thrifty":  # one adapter only: LoRA compute without adapter mixing
+                    traffic["single"] = [MIXED[0]]
+            for kind, cycle in traffic.items():
                 row[kind] = throughput(process, cycle, args)
                 print(f"   {kind}: {row[kind]['output_tokens_per_s']} tok/s", flush=True)
             if label in ("thrifty", "quantized"):
@@ -140,7 +144,7 @@ def main() -> None:
 def write(rows: list[dict], args) -> None:
     plain = next(r for r in rows if r["config"] == "plain")["base"]["output_tokens_per_s"]
     for row in rows:
-        traffic = row.get("mixed") or row.get("merged")
+        traffic = row.get("mixed") or row.get("merged") or row["base"]
         row["ratio_vs_plain_base"] = round(traffic["output_tokens_per_s"] / plain, 3)
         if "mixed" in row:
             row["mixed_vs_base_same_server_ratio"] = round(
@@ -156,10 +160,10 @@ def write(rows: list[dict], args) -> None:
              f"Random 128-token prompts, 64 output tokens, concurrency {args.concurrency}, "
              f"{args.requests} requests per traffic type; mixed = {' / '.join(MIXED)} "
              "round-robin. Output tokens/s.", "",
-             "| config | max rank | max loras | base-only | mixed (or merged) | mixed / base "
-             "(same server) | vs plain base |", "|---|---|---|---|---|---|---|"]
+             "| config | max rank | max loras | base-only | mixed (merged: its adapter) | "
+             "mixed / base (same server) | vs plain base |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        traffic = row.get("mixed") or row.get("merged")
+        traffic = row.get("mixed") or row.get("merged") or row["base"]
         base_tps = row.get("base", {}).get("output_tokens_per_s", "")
         lines.append(f"| {row['config']} | {row['max_lora_rank'] or '-'} | "
                      f"{row['max_loras'] or '-'} | {base_tps} | "
@@ -173,6 +177,18 @@ def write(rows: list[dict], args) -> None:
             h = row["hot_load"]
             lines.append(f"| {row['config']} | {h['load_ms_p50']} | {h['load_ms_p95']} | "
                          f"{h['ttft_after_load_ms_p50']} | {h['ttft_warm_ms_p50']} |")
+    single = next((r["single"] for r in rows if "single" in r), None)
+    if single:
+        lines += ["", f"One adapter alone (thrifty flags): {single['output_tokens_per_s']} "
+                  "output tokens/s."]
+    lines += ["", "TTFT / TPOT p50 (ms) per traffic type:", "",
+              "| config | traffic | TTFT p50 | TPOT p50 | errors |", "|---|---|---|---|---|"]
+    for row in rows:
+        for kind in ("base", "mixed", "single", "merged"):
+            if kind in row:
+                t = row[kind]
+                lines.append(f"| {row['config']} | {kind} | {t['ttft_ms_p50']} | "
+                             f"{t['tpot_ms_p50']} | {t['errors_count']} |")
     (RESULTS / "lora_serving.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

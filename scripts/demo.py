@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from thrifty.serve.client import ServerClient
+from thrifty.core.openai_client import ServerClient
 
 MODEL = "smollm2-135m"
 PROMPT = "The three most important things to know about Wikipedia are"

@@ -54,3 +54,13 @@ def test_atomic_folder_refuses_to_overwrite_without_force(tmp_path):
     with atomic_folder(final, force=True) as tmp:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in final.iterdir()] == ["new.txt"]
+
+
+def test_secrets_are_not_recorded(monkeypatch):
+    from thrifty.core import runs
+
+    monkeypatch.setenv("THRIFTY_API_KEY", "s3cret")
+    monkeypatch.setattr("sys.argv", ["thrifty", "serve", "m", "--api-key", "s3cret",
+                                     "--api-key=s3cret", "--port", "1"])
+    recorded = str(runs.fingerprint())
+    assert "s3cret" not in recorded and "--port" in recorded

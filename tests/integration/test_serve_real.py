@@ -16,8 +16,8 @@ import pytest
 from cli_helpers import thrifty, thrifty_json
 
 from thrifty.core import engines, jobs, models
+from thrifty.core.openai_client import ServerClient, ServerError
 from thrifty.serve import demo_adapters
-from thrifty.serve.client import ServerClient, ServerError
 
 API_KEY = "test-key-123"
 PROMPTS = ["The capital of", "In 1861,", "The most important thing about"]
@@ -34,14 +34,17 @@ class Served:
     allowed: Path
     outside: Path
     refused: Path  # peft adapters the server must refuse
+    work: Path
 
 
 def start_serve(*args: str, log: Path) -> tuple[subprocess.Popen, dict | None]:
     """Start `thrifty serve ... --json`; return the process and its readiness line (None if it
-    exited first)."""
+    exited first). Its run record goes beside the log."""
+    env = {**os.environ, "THRIFTY_RUNS": str(log.parent / "runs")}
     with log.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "thrifty", "serve", *map(str, args),
-                                 "--json"], stdout=subprocess.PIPE, stderr=err, text=True)
+                                 "--json"], stdout=subprocess.PIPE, stderr=err, text=True,
+                                env=env)
     line = proc.stdout.readline()
     return proc, (json.loads(line) if line.strip() else None)
 
@@ -64,7 +67,6 @@ def demo():
 @pytest.fixture(scope="module")
 def served(demo, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
-    os.environ["THRIFTY_RUNS"] = str(work / "runs")
     folder, allowed, outside, refused = (work / n for n in
                                          ("folder", "allowed", "outside", "allowed/refused"))
     shutil.copytree(demo["geography"], folder / "geography")
@@ -81,7 +83,7 @@ def served(demo, tmp_path_factory):
     if info is None:
         pytest.fail(f"thrifty serve did not start:\n{(work / 'serve.log').read_text()[-3000:]}")
     url = info["url"].removesuffix("/v1")
-    yield Served(url, ServerClient(url, API_KEY), info, proc, allowed, outside, refused)
+    yield Served(url, ServerClient(url, API_KEY), info, proc, allowed, outside, refused, work)
     stop_serve(proc)
 
 
@@ -89,14 +91,14 @@ def adapters_cli(served: Served, *args: str, check: bool = True):
     return thrifty("adapters", *args, "--server", served.url, "--api-key", API_KEY, check=check)
 
 
-def reference(adapter_path: Path | None) -> list[list[int]]:
+def reference(adapter_path: Path | None, workdir: Path) -> list[list[int]]:
     """Greedy token ids from transformers + peft, in float32 like the server."""
     result = jobs.run_job(
         engines.python_for("compress"), "thrifty.serve.lora", "reference_generate",
         {"base_path": str(models.prepared_dir(models.DEFAULT_MODEL)),
          "adapter_path": str(adapter_path) if adapter_path else None, "prompts": PROMPTS,
          "max_tokens": COMPARED_TOKENS, "dtype": "float32"},
-        Path(os.environ["THRIFTY_RUNS"]) / "reference")
+        workdir)
     return [o["token_ids"] for o in result["outputs"]]
 
 
@@ -113,11 +115,11 @@ def test_flags_are_derived_from_the_adapters(served):
 
 def test_adapter_output_equals_transformers_peft_and_differs_from_base(served, demo):
     base = served_ids(served, "smollm2-135m")
-    assert base == reference(None)
+    assert base == reference(None, served.work / "reference")
     outputs = {}
     for name in ("history", "chemistry"):
         outputs[name] = served_ids(served, name)
-        assert outputs[name] == reference(demo[name]), name
+        assert outputs[name] == reference(demo[name], served.work / "reference"), name
         assert outputs[name] != base
     assert outputs["history"] != outputs["chemistry"]
 
@@ -249,8 +251,11 @@ def test_a_quantized_base_serves_the_adapters(demo, tmp_path):
 
 def test_a_base_vllm_cannot_load_fails_with_the_cause(tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(models.prepared_dir(models.DEFAULT_MODEL), broken)
-    config = json.loads((broken / "config.json").read_text())
+    broken.mkdir()
+    for item in models.prepared_dir(models.DEFAULT_MODEL).iterdir():
+        (broken / item.name).symlink_to(item)
+    (broken / "config.json").unlink()
+    config = json.loads((item.parent / "config.json").read_text())
     config["architectures"] = ["NoSuchModelForCausalLM"]
     (broken / "config.json").write_text(json.dumps(config))
     proc, info = start_serve(broken, "--port", 0, log=tmp_path / "serve.log")

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from thrifty.serve.client import ServerClient, ServerError
+from thrifty.core.openai_client import ServerClient, ServerError
 
 
 @dataclass

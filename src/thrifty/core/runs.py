@@ -88,12 +88,31 @@ def fingerprint(engines_used: tuple[str, ...] = ()) -> dict:
     return {
         "thrifty_version": __version__,
         "git_revision": git_revision(),
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),
         "hardware": hardware.describe(),
         "engines": {name: _engine_summary(name) for name in engines_used},
-        "env": {k: v for k, v in os.environ.items()
+        "env": {k: ("***" if SECRET_NAME.search(k) else v) for k, v in os.environ.items()
                 if re.match(r"^(THRIFTY_|VLLM_|CUDA_VISIBLE|OMP_NUM)", k)},
     }
+
+
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with the values of secret options (--api-key ...) masked."""
+    redacted, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            redacted.append("***")
+            hide_next = False
+        elif arg.startswith("--") and SECRET_NAME.search(arg):
+            name, sep, _ = arg.partition("=")
+            redacted.append(f"{name}=***" if sep else arg)
+            hide_next = not sep
+        else:
+            redacted.append(arg)
+    return redacted
 
 
 def git_revision() -> str | None:

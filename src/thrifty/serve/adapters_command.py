@@ -8,10 +8,10 @@ from thrifty.core import prepare
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import atomic_folder, check_output_free, write_json
+from thrifty.core.openai_client import ServerClient, ServerError
 from thrifty.core.output import emit_json, json_option, mib, table
 from thrifty.core.runs import RunRecord
 from thrifty.serve import adapters, demo_adapters
-from thrifty.serve.client import ServerClient, ServerError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 

@@ -16,8 +16,8 @@ from thrifty.core import hardware, jobs
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail, write_json
 from thrifty.core.models import ModelRef
+from thrifty.core.openai_client import ServerClient
 from thrifty.serve import adapters
-from thrifty.serve.client import ServerClient
 
 HOT_LOAD_HEADROOM = 4  # adapters vLLM keeps in memory beyond the per-batch slots
 MAX_DEFAULT_LORA_SLOTS = 16  # per-batch slots thrifty sizes to by default at most
@@ -66,8 +66,8 @@ class ServePlan:
                 "--tensor-parallel-size", str(self.tensor_parallel_size)]
         if self.eager:
             args.append("--enforce-eager")
-        if self.api_key:
-            args += ["--api-key", self.api_key]
+        # The API key goes to vLLM as VLLM_API_KEY (see ServerProcess.start), never as an
+        # argument: arguments show in `ps` and in the server's config file.
         if self.lora_enabled:
             args += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
                      "--max-loras", str(self.max_loras), "--max-cpu-loras", str(self.max_cpu_loras)]
@@ -190,6 +190,9 @@ class ServerProcess:
         env = {**os.environ, "PYTHONPATH": jobs.engine_pythonpath(), "PYTHONUNBUFFERED": "1",
                "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; ignored on GPUs
+        env.pop("VLLM_API_KEY", None)
+        if self.plan.api_key:
+            env["VLLM_API_KEY"] = self.plan.api_key
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "thrifty.serve.vllm_server", str(self.config_path)],
