@@ -34,6 +34,7 @@ from thrifty.serve import demo_adapters, server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+RAW = RESULTS / "lora_serving.partial.json"  # rows so far, rewritten after each config
 MIXED = ("history", "chemistry")  # the two adapters of the mixed traffic, round-robin
 HOT = "arts"  # the adapter hot-loaded and unloaded repeatedly
 VOCAB = 49152
@@ -91,7 +92,13 @@ def hot_load(process: server.ServerProcess, path: Path, cycles: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests and load cycles")
+    parser.add_argument("--render-only", action="store_true",
+                        help=f"write the reports again from {RAW.name}")
     args = parser.parse_args()
+    if args.render_only:
+        raw = json.loads(RAW.read_text())
+        write(raw["rows"], argparse.Namespace(**raw["args"]))
+        return
     args.concurrency = 4
     args.requests = 16 if args.quick else 48
     cycles = 5 if args.quick else 20
@@ -122,7 +129,7 @@ def main() -> None:
                         **flags)
         try:
             plan = process.plan
-            row = {"config": label, "base": plan.base_label, "lora": plan.lora_enabled,
+            row = {"config": label, "base_model": plan.base_label, "lora": plan.lora_enabled,
                    "max_lora_rank": plan.max_lora_rank, "max_loras": plan.max_loras}
             if traffic is None:
                 traffic = {"base": [plan.base_label], "mixed": list(MIXED)}
@@ -137,6 +144,7 @@ def main() -> None:
         finally:
             process.stop()
         rows.append(row)
+        RAW.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     write(rows, args)
 
@@ -190,6 +198,7 @@ def write(rows: list[dict], args) -> None:
                 lines.append(f"| {row['config']} | {kind} | {t['ttft_ms_p50']} | "
                              f"{t['tpot_ms_p50']} | {t['errors_count']} |")
     (RESULTS / "lora_serving.md").write_text("\n".join(lines) + "\n")
+    RAW.unlink(missing_ok=True)
     print("\n".join(lines))
 
 
