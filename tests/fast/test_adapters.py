@@ -201,3 +201,10 @@ def test_adapters_inspect_cli(tmp_path, base, run_cli, isolated_home):
     wide = make_adapter(tmp_path / "w", spec={**LLAMA, "hidden": 96})
     result = run_cli("adapters", "inspect", wide, "--base", base)
     assert result.exit_code == 1 and "does not fit" in result.output
+
+
+def test_serving_beyond_localhost_without_a_key_warns(tmp_path, run_cli, isolated_home):
+    result = run_cli("serve", tmp_path / "missing-model", "--host", "0.0.0.0")
+    assert "without --api-key" in result.output and result.exit_code == 1
+    result = run_cli("serve", tmp_path / "missing-model")
+    assert "without --api-key" not in result.output

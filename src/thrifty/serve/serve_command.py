@@ -64,6 +64,10 @@ def serve(base: str, adapter_specs: tuple[str, ...], adapters_dir: str | None,
     is printed on stdout once it is ready.
     """
     specs = server.parse_adapter_specs(adapter_specs)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        stderr.print(f"[yellow]Warning:[/yellow] listening on {host} without --api-key: anyone "
+                     "who can reach this machine can query the model and hot-load adapters "
+                     "from the allowed folders.")
     ref = prepare.ensure_model(base, allow_pickle=allow_pickle)
     eager = not compile_model if compile_model is not None else not hardware.gpus()
     plan = server.make_plan(ref, specs, adapters_dir, list(allow_from), host, port,
