@@ -77,16 +77,9 @@ class ServePlan:
         return args
 
     def launcher_config(self) -> dict:
-        return {
-            "vllm_args": self.vllm_args(),
-            "base_dir": self.base.path,
-            "base_label": self.base_label,
-            "max_lora_rank": self.max_lora_rank or 0,
-            "allowed_dirs": self.allowed_dirs,
-            "startup_adapters": {n: i.path for n, i in self.startup_adapters.items()},
-            "adapters_dir": self.adapters_dir,
-            "info": self.summary(),
-        }
+        """What `thrifty.serve.vllm_server` needs: vLLM's arguments, and the summary (from which
+        the server takes its adapter policy)."""
+        return {"vllm_args": self.vllm_args(), "info": self.summary()}
 
     def summary(self) -> dict:
         """What the server runs with (also served at /v1/thrifty/info); no secrets."""

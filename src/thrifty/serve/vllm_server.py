@@ -25,14 +25,15 @@ log = logging.getLogger("thrifty.serve")
 
 
 class Policy:
-    def __init__(self, config: dict):
-        self.base_dir = config["base_dir"]
-        self.base_label = config["base_label"]
-        self.max_rank = config["max_lora_rank"]
-        self.allowed_dirs = config["allowed_dirs"]
-        self.startup_paths = tuple(config["startup_adapters"].values())
-        self.adapters_dir = config.get("adapters_dir")
-        self.info = config["info"]
+    def __init__(self, info: dict):
+        """info: the plan summary written by `thrifty serve` (ServePlan.summary)."""
+        self.info = info
+        self.base_dir = info["base_path"]
+        self.base_label = info["base"]
+        self.max_rank = info["max_lora_rank"] or 0  # 0: LoRA off, every load is refused
+        self.allowed_dirs = info["allowed_dirs"]
+        self.startup_paths = tuple(a["path"] for a in info["startup_adapters"].values())
+        self.adapters_dir = info["adapters_dir"]
 
     def check(self, path: str) -> None:
         adapters.validate(path, self.base_dir, self.base_label, self.max_rank, self.allowed_dirs,
@@ -120,7 +121,7 @@ def install_info_route(policy: Policy) -> None:
 def main() -> None:
     config = read_json(Path(sys.argv[1]))
     logging.basicConfig(level=logging.INFO, format="(thrifty) %(levelname)s %(message)s")
-    policy = Policy(config)
+    policy = Policy(config["info"])
     install_load_guard(policy)
     if policy.adapters_dir:
         install_folder_resolver(policy)
