@@ -24,6 +24,7 @@ COMMANDS = {
     "generate": "thrifty.serve.commands:generate",
     "serve": "thrifty.serve.serve_command:serve",
     "adapters": "thrifty.serve.adapters_command:adapters_group",
+    "bench": "thrifty.benchmark.bench_command:bench_group",
     "eval": "thrifty.compress.commands:eval_command",
     "quantize": "thrifty.compress.quantize_command:quantize",
 }

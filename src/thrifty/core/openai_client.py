@@ -53,7 +53,7 @@ class ServerClient:
             return urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s)
         except urllib.error.HTTPError as exc:
             raise ServerError(f"{method} {path} failed with HTTP {exc.code}: "
-                              f"{_error_text(exc.read())}", exc.code) from None
+                              f"{error_text(exc.read())}", exc.code) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServerError(f"No server answers at {self.url} ({reason}). Check the URL, and "
@@ -137,7 +137,7 @@ class ServerClient:
                           ttft_s=times[0] if times else None, e2e_s=e2e, token_times_s=times)
 
 
-def _error_text(raw: bytes) -> str:
+def error_text(raw: bytes) -> str:
     """vLLM's error bodies are {"error": {"message": ...}} or {"error": "..."}."""
     try:
         body = json.loads(raw)

@@ -1,0 +1,372 @@
+"""`thrifty bench`: load-test an OpenAI-compatible server (or a model thrifty serves for the
+run), measure an offline engine's batch latency, and compare runs."""
+
+import signal
+import time
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from thrifty.benchmark import html_report, metrics, report, workload
+from thrifty.benchmark import run as runner
+from thrifty.benchmark.memory import parse_startup_log
+from thrifty.core import hardware, prepare
+from thrifty.core.errors import BadInput
+from thrifty.core.execute import ensure_engine, run_in_engine
+from thrifty.core.files import write_json
+from thrifty.core.openai_client import ServerClient, ServerError
+from thrifty.core.output import emit_json, json_option, table
+from thrifty.core.progress import stderr
+from thrifty.core.runs import RunRecord
+
+
+class DefaultToRun(click.Group):
+    """`thrifty bench --url ...` means `thrifty bench run --url ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultToRun)
+def bench_group() -> None:
+    """Benchmark latency, throughput and memory; compare runs.
+
+    \b
+    thrifty bench --model smollm2-135m --concurrency 1,4,16
+    thrifty bench --url http://host:8000/v1 --rate 2,4,8 --slo ttft_ms=500,tpot_ms=50
+    thrifty bench latency --model smollm2-135m --batch-size 1,8
+    thrifty bench compare RUN_A RUN_B
+    """
+
+
+def _floats(text: str, option: str, integer: bool = False) -> list[float]:
+    try:
+        values = [int(v) if integer else float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v <= 0 for v in values):
+        kind = "positive whole numbers" if integer else "positive numbers"
+        raise BadInput(f"{option} {text!r} must be a comma-separated list of {kind}, for "
+                       f"example {option} {'1,4,16' if integer else '0.5,2,8'}.")
+    return values
+
+
+@bench_group.command("run")
+@click.option("--url", help="An OpenAI-compatible server to load (any server; e.g. "
+                            "http://127.0.0.1:8000/v1).")
+@click.option("--model", help="Instead of --url: a model thrifty serves with vLLM for this run "
+                              "(built-in name, folder or hub id) and stops afterwards.")
+@click.option("--adapter", "adapter_specs", multiple=True, metavar="NAME=PATH",
+              help="With --model: a LoRA adapter to serve as NAME; repeat for several.")
+@click.option("--adapters-dir", type=click.Path(file_okay=False),
+              help="With --model: a folder of adapters servable by sub-folder name.")
+@click.option("--api-key", envvar="THRIFTY_API_KEY", help="Bearer token for --url.")
+@click.option("--served-model", help="The model name to request for the base (default: the "
+                                     "first model the server lists).")
+@click.option("--input-tokens", default="128", show_default=True,
+              help="Prompt length in tokens: N, 'uniform(LOW,HIGH)' or 'normal(MEAN,STD)'. "
+                   "Prompts are cut from the enwiki corpus.")
+@click.option("--output-tokens", default="64", show_default=True,
+              help="Completion length in tokens, same forms. End-of-sequence is ignored "
+                   "(vLLM's ignore_eos) so every request generates exactly this many, unless "
+                   "--allow-eos.")
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False),
+              help="Your own prompts instead: .jsonl of {\"prompt\": ..., \"output_tokens\": N} "
+                   "(the format `vllm bench serve --dataset-name custom` reads) or .txt with "
+                   "one prompt per paragraph.")
+@click.option("--tokenizer", help="Folder with tokenizer.json (or a built-in model name) for "
+                                  "synthetic prompts; default: the served model's.")
+@click.option("--requests", "requests_count", type=click.IntRange(min=1),
+              help="Requests per load point [default: 64, or every prompt of --prompts].")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds per load point instead of a request count (prompts are cycled).")
+@click.option("--concurrency", help="Closed loop: requests in flight, a comma-separated sweep "
+                                    "(default 1,4,16 unless --rate).")
+@click.option("--rate", help="Open loop: arrivals per second, a comma-separated sweep.")
+@click.option("--arrivals", type=click.Choice(["poisson", "constant"]), default="poisson",
+              show_default=True, help="With --rate: Poisson or evenly spaced arrivals.")
+@click.option("--max-concurrency", type=click.IntRange(min=1),
+              help="With --rate: cap on requests in flight (later arrivals wait).")
+@click.option("--warmup", "warmup_count", default=4, show_default=True,
+              type=click.IntRange(min=0), help="Warm-up requests sent first, not measured.")
+@click.option("--seed", default=0, show_default=True, help="Seed for prompts, lengths, "
+                                                           "arrivals and the adapter mix.")
+@click.option("--slo", "slo_text", help="Limits per request, e.g. ttft_ms=500,tpot_ms=50 "
+                                        "(also itl_ms, e2e_ms): goodput and the highest load "
+                                        "that meets them are reported.")
+@click.option("--slo-percent", default=90.0, show_default=True,
+              type=click.FloatRange(0, 100, min_open=True),
+              help="Share of requests that must meet the SLO for a load point to pass.")
+@click.option("--adapter-mix", "mix_text", help="Weighted traffic over adapters, e.g. "
+                                                "a=0.5,b=0.3,base=0.2; metrics per adapter.")
+@click.option("--allow-eos", is_flag=True, help="Let completions stop at end-of-sequence.")
+@click.option("--label", help="A name for this run in reports and comparisons.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              default="auto", show_default=True, help="With --model: weights type.")
+@click.option("--max-model-len", default=2048, show_default=True, type=click.IntRange(min=16),
+              help="With --model: longest prompt + completion.")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True,
+              help="Seconds before one request counts as failed.")
+@json_option
+def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, input_tokens,
+              output_tokens, prompts_file, tokenizer, requests_count, duration_s, concurrency,
+              rate, arrivals, max_concurrency, warmup_count, seed, slo_text, slo_percent,
+              mix_text, allow_eos, label, dtype, max_model_len, timeout_s, as_json) -> None:
+    """Load a server with streamed completions and report latency, throughput and memory.
+
+    Each load point (a concurrency or an arrival rate) sends the same seeded requests. Per
+    point, and per adapter with --adapter-mix: TTFT, TPOT, ITL and end-to-end latency
+    (p50/p90/p99/mean), request and token throughput, errors, goodput under --slo; from
+    vLLM's /metrics: peak KV-cache usage and preemptions. The run folder gets result.json
+    (every request included), CSV files, report.html and the prompts sent (prompts.jsonl).
+    Ctrl-C stops the run and keeps what was measured.
+    """
+    config = {k: v for k, v in locals().items() if k != "api_key"}
+    # Check every option before anything slow starts.
+    if bool(url) == bool(model):
+        raise BadInput("Give exactly one of --url (a running server) or --model (a model "
+                       "thrifty serves for the run).")
+    if url and (adapter_specs or adapters_dir):
+        raise BadInput("--adapter and --adapters-dir start adapters with --model; a --url "
+                       "server has its own (load them with `thrifty adapters load`).")
+    if concurrency and rate:
+        raise BadInput("Give either --concurrency (closed loop) or --rate (open loop); cap an "
+                       "open loop's requests in flight with --max-concurrency.")
+    slo = metrics.parse_slo(slo_text) if slo_text else None
+    mix = workload.parse_adapter_mix(mix_text) if mix_text else None
+    input_len = workload.parse_length(input_tokens, "--input-tokens")
+    output_len = workload.parse_length(output_tokens, "--output-tokens")
+    kind = "concurrency" if not rate else arrivals
+    loads = (_floats(rate, "--rate") if rate
+             else _floats(concurrency or "1,4,16", "--concurrency", integer=True))
+    if prompts_file:
+        file_prompts = workload.read_prompts_file(prompts_file, output_len, seed)
+    with RunRecord("bench", config, engines_used=("vllm",) if model else ()) as run:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        server = None
+        try:
+            if model:
+                server, target = _start_server(model, adapter_specs, adapters_dir, dtype,
+                                               max_model_len, run.path)
+            else:
+                target = _connect(url, api_key, served_model)
+            _check_mix(mix, target)
+            if prompts_file:
+                # the user's prompts are all measured; warm-up reuses the first few
+                measured = file_prompts[:requests_count] if requests_count else file_prompts
+                warm = file_prompts[:warmup_count]
+                info = {"source": "file", "prompts_file": prompts_file}
+            else:
+                ref = tokenizer or (server.plan.base.path if server else target.base_model)
+                with stderr.status("cutting prompts from the enwiki corpus"):
+                    prompts = workload.synthetic_prompts(
+                        workload.load_tokenizer(ref), (requests_count or 64) + warmup_count,
+                        input_len, output_len, seed)
+                warm, measured = prompts[:warmup_count], prompts[warmup_count:]
+                info = {"source": "synthetic", "prompts_file": None}
+            info |= {"input_tokens": str(input_len), "output_tokens": str(output_len)}
+            workload.write_prompts_file(measured, run.path / "prompts.jsonl")
+            plan = runner.BenchPlan(
+                profile_kind=kind, loads=loads, prompts=measured, warmup_prompts=warm,
+                requests_per_point=None if duration_s else len(measured),
+                duration_s=duration_s, seed=seed, workload_info=info, mix=mix,
+                max_concurrency=max_concurrency, slo=slo, slo_attainment_pct=slo_percent,
+                ignore_eos=not allow_eos, label=label or "", hardware=_hardware_line())
+            bench = _run_with_progress(plan, target)
+        finally:
+            if server is not None:
+                server.stop()
+        _write_reports(bench, run)
+        if as_json:
+            emit_json({"run": str(run.path), "bench": {k: v for k, v in bench.items()
+                                                       if k != "requests"}})
+        else:
+            report.print_summary(bench)
+            click.echo(f"Run folder: {run.path} (report.html, result.json, requests.csv, "
+                       "points.csv, prompts.jsonl)")
+        if bench["interrupted"]:
+            stderr.print(f"Interrupted: kept {len(bench['requests'])} finished requests.")
+            raise KeyboardInterrupt
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _hardware_line() -> str:
+    described = hardware.describe()
+    gpus = hardware.gpus()
+    if gpus:
+        return f"{len(gpus)} x {gpus[0].name}, {described.get('cpu_cores')} CPU cores"
+    return f"{described.get('cpu_model', 'CPU')}, {described.get('cpu_cores')} cores, no GPU"
+
+
+def _connect(url: str, api_key: str | None, served_model: str | None) -> runner.Target:
+    client = ServerClient(url, api_key, timeout_s=10.0)
+    try:
+        served = client.models()
+    except ServerError as exc:
+        if exc.status in (401, 403):
+            raise BadInput(f"The server at {url} refused the request (HTTP {exc.status}): pass "
+                           "its key with --api-key or THRIFTY_API_KEY.") from None
+        raise BadInput(f"Cannot benchmark {url}: {exc}") from None
+    if not served:
+        raise BadInput(f"The server at {url} lists no models on /v1/models.")
+    names = [m["id"] for m in served]
+    base = served_model or next((m["id"] for m in served if not m.get("parent")), names[0])
+    if served_model and served_model not in names:
+        raise BadInput(f"--served-model {served_model!r} is not served at {url}; it serves "
+                       f"{', '.join(names)}.")
+    entry = next(m for m in served if m["id"] == base) if base in names else {}
+    return runner.Target(url=client.url + "/v1", base_model=base, api_key=api_key,
+                            max_model_len=entry.get("max_model_len"))
+
+
+def _served_adapters(target: runner.Target) -> tuple[list[str], list[str]]:
+    """Names the server lists, and adapters it can load on first use (thrifty serve's
+    adapters folder, when it is on this machine)."""
+    client = ServerClient(target.url, target.api_key, timeout_s=10.0)
+    served = [m["id"] for m in client.models()]
+    info = client.thrifty_info() or {}
+    folder = Path(info["adapters_dir"]) if info.get("adapters_dir") else None
+    loadable = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder and \
+        folder.is_dir() else []
+    return [target.base_model] + [n for n in served if n != target.base_model], loadable
+
+
+def _check_mix(mix: dict | None, target: runner.Target) -> None:
+    if mix:
+        served, loadable = _served_adapters(target)
+        workload.check_mix_served(mix, served, loadable, target.url)
+
+
+def _start_server(model, adapter_specs, adapters_dir, dtype, max_model_len, workdir):
+    from thrifty.serve import server  # serve's process management, shared through its API
+
+    specs = server.parse_adapter_specs(adapter_specs)
+    ref = prepare.ensure_model(model)
+    plan = server.make_plan(ref, specs, adapters_dir, [], "127.0.0.1", 0, api_key=None,
+                            dtype=dtype, max_model_len=max_model_len,
+                            eager=not hardware.gpus(), tensor_parallel_size=1,
+                            max_lora_rank=None, max_loras=None)
+    plan.port = server.free_port("127.0.0.1", 0)
+    process = server.ServerProcess(plan, ensure_engine("vllm"), workdir)
+    process.start()
+    try:
+        with stderr.status(f"starting vLLM with {plan.base_label}") as status:
+            process.wait_ready(on_wait=lambda s: status.update(
+                f"starting vLLM with {plan.base_label} ({s:.0f} s)"))
+    except BaseException:
+        process.stop()
+        raise
+    target = _connect(plan.url, None, None)
+    target.started_by_thrifty = True
+    target.server_pid = process.proc.pid
+    target.flags = {k: v for k, v in plan.summary().items() if k != "reasons"}
+    target.startup_memory = parse_startup_log(process.log_path.read_text(errors="replace"))
+    return process, target
+
+
+def _run_with_progress(plan: runner.BenchPlan, target: runner.Target) -> dict:
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("errors {task.fields[errors]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        state = {"task": None}
+
+        def on_point(profile, total):
+            state["task"] = progress.add_task(profile.label, total=total, errors=0)
+
+        def on_done(record):
+            task = state["task"]
+            if task is not None:
+                errors = progress.tasks[task].fields["errors"] + (0 if record.ok else 1)
+                progress.update(task, advance=1, errors=errors)
+
+        return runner.run(plan, target, on_point, on_done)
+
+
+def _write_reports(bench: dict, run: RunRecord) -> None:
+    best = max(bench["points"], key=lambda p: p["summary"]["output_throughput_tokens_per_s"]
+               or 0, default=None)
+    measured = {}
+    if best is not None:
+        measured = {k: v for k, v in best["summary"].items() if v is not None}
+    measured |= {f"memory_{k}": v for k, v in bench["memory"].items() if v is not None}
+    run.record(measured, details={"bench": bench})
+    report.write_requests_csv(bench, run.path / "requests.csv")
+    report.write_points_csv(bench, run.path / "points.csv")
+    html_report.write_html(bench, run.path / "report.html")
+
+
+@bench_group.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@json_option
+def bench_compare(runs: tuple[str, ...], as_json: bool) -> None:
+    """Compare bench runs side by side: the first is the baseline, the others show their
+    change from it at every load point they share (e.g. base vs quantized model, one GPU vs
+    another). RUNS are run folders or result.json files."""
+    if len(runs) < 2:
+        raise BadInput("`thrifty bench compare` needs at least two runs (run folders or "
+                       "result.json files).")
+    loaded = [report.load_bench(ref) for ref in runs]
+    result = report.compare([bench for _, bench in loaded])
+    if as_json:
+        emit_json({"runs": [ref for ref, _ in loaded], **result})
+    else:
+        report.print_compare(result, [ref for ref, _ in loaded])
+
+
+@bench_group.command("latency")
+@click.option("--model", required=True, help="Built-in name, folder or hub id.")
+@click.option("--batch-size", "batch_sizes", default="1,8", show_default=True,
+              help="Comma-separated batch sizes.")
+@click.option("--input-tokens", "input_lens", default="128", show_default=True,
+              help="Comma-separated prompt lengths.")
+@click.option("--output-tokens", "output_lens", default="32", show_default=True,
+              help="Comma-separated output lengths.")
+@click.option("--iterations", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--warmup-iterations", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option("--max-model-len", default=2048, show_default=True, type=click.IntRange(min=16))
+@click.option("--seed", default=0, show_default=True)
+@json_option
+def bench_latency(model, batch_sizes, input_lens, output_lens, iterations, warmup_iterations,
+                  max_model_len, seed, as_json) -> None:
+    """Offline batch latency in the vLLM engine, no server (like `vllm bench latency`): for
+    each batch size x input x output length, end-to-end latency p50/p90/p99, the prefill alone,
+    and the time per decode step."""
+    params = {
+        "batch_sizes": _floats(batch_sizes, "--batch-size", integer=True),
+        "input_lens": _floats(input_lens, "--input-tokens", integer=True),
+        "output_lens": _floats(output_lens, "--output-tokens", integer=True),
+        "iterations": iterations, "warmup_iterations": warmup_iterations,
+        "max_model_len": max_model_len, "seed": seed, "eager": not hardware.gpus()}
+    longest = max(params["input_lens"]) + max(params["output_lens"])
+    if longest > max_model_len:
+        raise BadInput(f"The longest case needs {longest} tokens but --max-model-len is "
+                       f"{max_model_len}; raise it or shorten the lengths.")
+    ref = prepare.ensure_model(model)
+    with RunRecord("bench-latency", {"model": model, **params}, engines_used=("vllm",)) as run:
+        started = time.monotonic()
+        result = run_in_engine("vllm", "thrifty.benchmark.latency_worker", "latency",
+                               {**params, "model": ref.path}, run.path,
+                               title=f"offline latency of {model}")
+        cases = result["cases"]
+        run.record({"engine_start_s": result["engine_start_s"],
+                    "duration_s": round(time.monotonic() - started, 2)},
+                   details={"latency": {"model": model, "cases": cases,
+                                        "vllm_version": result["vllm_version"],
+                                        "hardware": _hardware_line()}})
+        write_json(run.path / "latency.json", {"model": model, "cases": cases})
+    if as_json:
+        emit_json({"run": str(run.path), "model": model, "cases": cases})
+        return
+    table(f"offline latency: {model} (vLLM {result['vllm_version']})",
+          ["batch", "in", "out", "p50 ms", "p90 ms", "p99 ms", "prefill ms", "decode step ms",
+           "out tok/s"],
+          [[c["batch_size"], c["input_tokens"], c["output_tokens"], c["latency_ms_p50"],
+            c["latency_ms_p90"], c["latency_ms_p99"], c["prefill_ms_median"],
+            c["decode_step_ms_mean"], c["output_throughput_tokens_per_s"]] for c in cases])
+    click.echo(f"Run folder: {run.path}")

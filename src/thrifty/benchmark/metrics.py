@@ -1,0 +1,169 @@
+"""Per-request timelines and their aggregates, with vLLM's definitions (`vllm bench serve`):
+
+- TTFT: request sent -> first streamed chunk carrying a choice.
+- ITL: the gap between consecutive chunks after the first.
+- TPOT: (E2E - TTFT) / (output tokens - 1), per request; undefined for one-token outputs.
+- E2E: request sent -> stream finished.
+- Duration of a load point: first request sent -> last request finished.
+- Goodput: requests per second that succeeded and met every SLO limit.
+
+Errors count as requests that missed the SLO and are reported, never dropped.
+"""
+
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from thrifty.core.errors import BadInput
+
+PERCENTILES = (50, 90, 99)
+# SLO keys -> the per-request value they limit (all in milliseconds).
+SLO_KEYS = {"ttft_ms": "ttft_s", "tpot_ms": "tpot_s", "itl_ms": "itl_max_s", "e2e_ms": "e2e_s"}
+
+
+@dataclass
+class RequestRecord:
+    """One request as measured by the client. Times are seconds; started_s is relative to
+    the start of the whole benchmark."""
+    point: int  # index of the load point (concurrency or rate) it belongs to
+    model: str  # the model name sent (the base or an adapter)
+    adapter: str  # "base" or the adapter name
+    started_s: float
+    ok: bool = False
+    error: str | None = None
+    input_tokens: int | None = None  # as counted by the server (usage), else the client
+    output_tokens: int = 0
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    scheduled_s: float | None = None  # when the load profile meant to send it
+
+    @property
+    def tpot_s(self) -> float | None:
+        if not self.ok or self.ttft_s is None or self.e2e_s is None or self.output_tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+
+    @property
+    def itl_max_s(self) -> float | None:
+        return max(self.itl_s) if self.itl_s else None
+
+    @property
+    def finished_s(self) -> float | None:
+        return self.started_s + self.e2e_s if self.e2e_s is not None else None
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tpot_s": self.tpot_s}
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default method, as vLLM uses)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _stats_ms(name: str, values: list[float]) -> dict:
+    out = {}
+    for pct in PERCENTILES:
+        value = percentile(values, pct)
+        out[f"{name}_p{pct}"] = round(value * 1000, 3) if value is not None else None
+    out[f"{name}_mean"] = round(statistics.fmean(values) * 1000, 3) if values else None
+    return out
+
+
+def duration_s(records: list[RequestRecord]) -> float:
+    """First send to last finish (the span the throughputs are divided by)."""
+    if not records:
+        return 0.0
+    start = min(r.started_s for r in records)
+    end = max((r.finished_s for r in records if r.finished_s is not None), default=start)
+    return end - start
+
+
+def meets_slo(record: RequestRecord, slo: dict[str, float]) -> bool:
+    if not record.ok:
+        return False
+    for key, limit_ms in slo.items():
+        value = getattr(record, SLO_KEYS[key])
+        if value is not None and value * 1000 > limit_ms:
+            return False
+        if value is None and key == "ttft_ms":  # a successful stream always has a TTFT
+            return False
+    return True
+
+
+def aggregate(records: list[RequestRecord], slo: dict[str, float] | None = None,
+              span_s: float | None = None) -> dict:
+    """Summary metrics of one group of requests (a load point, or one adapter within it).
+    span_s: the time to divide by (a load point's duration, so that per-adapter throughputs
+    add up to the point's); defaults to the group's own duration."""
+    ok = [r for r in records if r.ok]
+    span = duration_s(records) if span_s is None else span_s
+    output_tokens = sum(r.output_tokens for r in ok)
+    input_tokens = sum(r.input_tokens or 0 for r in ok)
+    summary = {
+        "requests_count": len(records),
+        "completed_count": len(ok),
+        "errors_count": len(records) - len(ok),
+        "duration_s": round(span, 3),
+        "input_tokens_count": input_tokens,
+        "output_tokens_count": output_tokens,
+        "request_throughput_per_s": round(len(ok) / span, 4) if span > 0 else None,
+        "output_throughput_tokens_per_s": round(output_tokens / span, 3) if span > 0 else None,
+        "total_throughput_tokens_per_s": (round((input_tokens + output_tokens) / span, 3)
+                                          if span > 0 else None),
+    }
+    summary |= _stats_ms("ttft_ms", [r.ttft_s for r in ok if r.ttft_s is not None])
+    summary |= _stats_ms("tpot_ms", [r.tpot_s for r in ok if r.tpot_s is not None])
+    summary |= _stats_ms("itl_ms", [gap for r in ok for gap in r.itl_s])
+    summary |= _stats_ms("e2e_ms", [r.e2e_s for r in ok if r.e2e_s is not None])
+    if slo:
+        good = sum(1 for r in records if meets_slo(r, slo))
+        summary["slo_attainment_pct"] = round(100 * good / len(records), 2) if records else None
+        summary["goodput_requests_per_s"] = round(good / span, 4) if span > 0 else None
+    return summary
+
+
+def error_kinds(records: list[RequestRecord]) -> dict[str, int]:
+    """How many requests failed with each message (so that errors are never hidden)."""
+    kinds: dict[str, int] = {}
+    for r in records:
+        if not r.ok:
+            kinds[r.error or "unknown error"] = kinds.get(r.error or "unknown error", 0) + 1
+    return kinds
+
+
+def point_meets_slo(summary: dict, attainment_pct: float) -> bool:
+    value = summary.get("slo_attainment_pct")
+    return value is not None and summary["requests_count"] > 0 and value >= attainment_pct
+
+
+# --- parsing the SLO option ---------------------------------------------------------------
+
+_SLO_ITEM = re.compile(r"^\s*([a-z0-9_]+)\s*=\s*([0-9]*\.?[0-9]+)\s*$")
+
+
+def parse_slo(text: str) -> dict[str, float]:
+    """'ttft_ms=500,tpot_ms=50' -> {'ttft_ms': 500.0, 'tpot_ms': 50.0}."""
+    slo: dict[str, float] = {}
+    for item in text.split(","):
+        match = _SLO_ITEM.match(item)
+        if not match:
+            raise BadInput(f"--slo {text!r}: {item.strip()!r} is not KEY=MILLISECONDS. Write "
+                           f"for example --slo ttft_ms=500,tpot_ms=50 (keys: "
+                           f"{', '.join(SLO_KEYS)}).")
+        key, value = match.group(1), float(match.group(2))
+        if key not in SLO_KEYS:
+            raise BadInput(f"--slo {text!r}: unknown limit {key!r}. The limits are "
+                           f"{', '.join(SLO_KEYS)} (milliseconds).")
+        if value <= 0:
+            raise BadInput(f"--slo {text!r}: {key} must be a positive number of milliseconds.")
+        if key in slo:
+            raise BadInput(f"--slo {text!r}: {key} is given twice.")
+        slo[key] = value
+    return slo

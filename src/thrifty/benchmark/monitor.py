@@ -1,0 +1,153 @@
+"""Samples the server while a load point runs: vLLM's Prometheus /metrics (KV-cache usage,
+preemptions, queue depth), the resident memory of the server processes (when thrifty started
+them) and GPU memory (when there is a GPU). Peaks and deltas are kept per load point.
+"""
+
+import re
+import threading
+import urllib.error
+import urllib.request
+
+from thrifty.benchmark import memory
+
+SAMPLE_EVERY_S = 0.5
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> dict[str, list[tuple[dict, float]]]:
+    """Prometheus text format -> {metric name: [(labels, value), ...]}."""
+    samples: dict[str, list[tuple[dict, float]]] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match:
+            continue
+        labels = dict(_LABEL.findall(match.group(2) or ""))
+        samples.setdefault(match.group(1), []).append((labels, float(match.group(3))))
+    return samples
+
+
+def _total(samples: dict, *names: str) -> float | None:
+    """Sum over label sets of the first metric name present (vLLM renamed some)."""
+    for name in names:
+        if name in samples:
+            return sum(value for _, value in samples[name])
+    return None
+
+
+def vllm_state(samples: dict) -> dict:
+    """The figures the report uses from one scrape of vLLM's /metrics."""
+    state = {
+        "kv_cache_usage_ratio": _total(samples, "vllm:kv_cache_usage_perc",
+                                       "vllm:gpu_cache_usage_perc"),
+        "preemptions_count": _total(samples, "vllm:num_preemptions_total",
+                                    "vllm:num_preemptions"),
+        "running_count": _total(samples, "vllm:num_requests_running"),
+        "waiting_count": _total(samples, "vllm:num_requests_waiting"),
+    }
+    for labels, _ in samples.get("vllm:cache_config_info", []):
+        blocks, size = labels.get("num_gpu_blocks"), labels.get("block_size")
+        if blocks not in (None, "None") and size not in (None, "None"):
+            state["kv_cache_tokens"] = int(blocks) * int(size)
+    return state
+
+
+class Monitor:
+    """A background sampler; `start()` before a load point, `stop()` after, then `summary()`."""
+
+    def __init__(self, metrics_url: str | None, api_key: str | None = None,
+                 server_pid: int | None = None):
+        self.metrics_url = metrics_url
+        self.api_key = api_key
+        self.server_pid = server_pid
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.kv_peak = None
+        self.running_peak = None
+        self.waiting_peak = None
+        self.preemptions_first = None
+        self.preemptions_last = None
+        self.rss_peak = None
+        self.gpu_peak: dict[int, dict] = {}
+        self.kv_tokens = None
+        self.scrapes = 0
+
+    def scrape(self) -> dict | None:
+        if not self.metrics_url:
+            return None
+        request = urllib.request.Request(self.metrics_url)
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=2.0) as response:
+                return vllm_state(parse_prometheus(response.read().decode()))
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def sample(self) -> None:
+        state = self.scrape()
+        if state:
+            self.scrapes += 1
+            self.kv_tokens = state.get("kv_cache_tokens", self.kv_tokens)
+            self.kv_peak = _max(self.kv_peak, state["kv_cache_usage_ratio"])
+            self.running_peak = _max(self.running_peak, state["running_count"])
+            self.waiting_peak = _max(self.waiting_peak, state["waiting_count"])
+            if state["preemptions_count"] is not None:
+                if self.preemptions_first is None:
+                    self.preemptions_first = state["preemptions_count"]
+                self.preemptions_last = state["preemptions_count"]
+        if self.server_pid:
+            self.rss_peak = _max(self.rss_peak, memory.process_tree_rss_bytes(self.server_pid))
+        for gpu in memory.gpu_memory() or []:
+            best = self.gpu_peak.get(gpu["index"])
+            if best is None or gpu["used_gib"] > best["used_gib"]:
+                self.gpu_peak[gpu["index"]] = gpu
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(SAMPLE_EVERY_S)
+
+    def start(self) -> None:
+        self.reset()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self.sample()  # one last look, so counters include the end of the point
+
+    def summary(self) -> dict:
+        preempted = (None if self.preemptions_first is None
+                     else int(self.preemptions_last - self.preemptions_first))
+        return {
+            "kv_cache_usage_peak_pct": (round(100 * self.kv_peak, 2)
+                                        if self.kv_peak is not None else None),
+            "preemptions_count": preempted,
+            "running_requests_peak_count": _int(self.running_peak),
+            "waiting_requests_peak_count": _int(self.waiting_peak),
+            "server_rss_peak_gib": (round(self.rss_peak / memory.GIB, 3)
+                                    if self.rss_peak else None),
+            "gpu_memory_peak_gib": (round(sum(g["used_gib"] for g in self.gpu_peak.values()), 3)
+                                    if self.gpu_peak else None),
+            "kv_cache_tokens": self.kv_tokens,
+            "metrics_scrapes_count": self.scrapes,
+        }
+
+
+def _max(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _int(value):
+    return int(value) if value is not None else None
