@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 THRIFTY := $(BIN)/thrifty
 
-.PHONY: install demo test lint test-fast test-integration prepare clean
+.PHONY: install chromium demo test lint test-fast test-integration prepare clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The fast tests render the HTML benchmark report in headless Chromium.
+chromium:
+	bash scripts/ensure_chromium.sh
 
 demo: install
 	$(BIN)/python scripts/demo.py
@@ -26,7 +30,7 @@ test: lint test-fast test-integration
 lint: install
 	$(BIN)/ruff check src tests scripts benchmarks
 
-test-fast: install
+test-fast: install chromium
 	$(BIN)/python -m pytest tests/fast -q
 
 # Builds (or reuses) both engines, the default model, the corpus and the demo adapters, then
