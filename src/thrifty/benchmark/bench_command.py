@@ -144,52 +144,66 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
              else _floats(concurrency or "1,4,16", "--concurrency", integer=True))
     if prompts_file:
         file_prompts = workload.read_prompts_file(prompts_file, output_len, seed)
-    with RunRecord("bench", config, engines_used=("vllm",) if model else ()) as run:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        server = None
-        try:
-            if model:
-                server, target = _start_server(model, adapter_specs, adapters_dir, dtype,
-                                               max_model_len, run.path)
+    run = RunRecord("bench", config, engines_used=("vllm",) if model else ())
+    try:
+        with run:
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+            server = None
+            try:
+                if model:
+                    server, target = _start_server(model, adapter_specs, adapters_dir, dtype,
+                                                   max_model_len, run.path)
+                else:
+                    target = _connect(url, api_key, served_model)
+                _check_mix(mix, target)
+                if prompts_file:
+                    # the user's prompts are all measured; warm-up reuses the first few
+                    measured = file_prompts[:requests_count] if requests_count else file_prompts
+                    warm = file_prompts[:warmup_count]
+                    info = {"source": "file", "prompts_file": prompts_file}
+                else:
+                    ref = tokenizer or (server.plan.base.path if server else target.base_model)
+                    with stderr.status("cutting prompts from the enwiki corpus"):
+                        prompts = workload.synthetic_prompts(
+                            workload.load_tokenizer(ref), (requests_count or 64) + warmup_count,
+                            input_len, output_len, seed)
+                    warm, measured = prompts[:warmup_count], prompts[warmup_count:]
+                    info = {"source": "synthetic", "prompts_file": None}
+                info |= {"input_tokens": str(input_len), "output_tokens": str(output_len)}
+                workload.write_prompts_file(measured, run.path / "prompts.jsonl")
+                plan = runner.BenchPlan(
+                    profile_kind=kind, loads=loads, prompts=measured, warmup_prompts=warm,
+                    requests_per_point=None if duration_s else len(measured),
+                    duration_s=duration_s, seed=seed, workload_info=info, mix=mix,
+                    max_concurrency=max_concurrency, slo=slo, slo_attainment_pct=slo_percent,
+                    ignore_eos=not allow_eos, label=label or "", hardware=_hardware_line())
+                bench = _run_with_progress(plan, target)
+            finally:
+                if server is not None:
+                    server.stop()
+            _write_reports(bench, run)
+            if as_json:
+                emit_json({"run": str(run.path), "bench": {k: v for k, v in bench.items()
+                                                           if k != "requests"}})
             else:
-                target = _connect(url, api_key, served_model)
-            _check_mix(mix, target)
-            if prompts_file:
-                # the user's prompts are all measured; warm-up reuses the first few
-                measured = file_prompts[:requests_count] if requests_count else file_prompts
-                warm = file_prompts[:warmup_count]
-                info = {"source": "file", "prompts_file": prompts_file}
-            else:
-                ref = tokenizer or (server.plan.base.path if server else target.base_model)
-                with stderr.status("cutting prompts from the enwiki corpus"):
-                    prompts = workload.synthetic_prompts(
-                        workload.load_tokenizer(ref), (requests_count or 64) + warmup_count,
-                        input_len, output_len, seed)
-                warm, measured = prompts[:warmup_count], prompts[warmup_count:]
-                info = {"source": "synthetic", "prompts_file": None}
-            info |= {"input_tokens": str(input_len), "output_tokens": str(output_len)}
-            workload.write_prompts_file(measured, run.path / "prompts.jsonl")
-            plan = runner.BenchPlan(
-                profile_kind=kind, loads=loads, prompts=measured, warmup_prompts=warm,
-                requests_per_point=None if duration_s else len(measured),
-                duration_s=duration_s, seed=seed, workload_info=info, mix=mix,
-                max_concurrency=max_concurrency, slo=slo, slo_attainment_pct=slo_percent,
-                ignore_eos=not allow_eos, label=label or "", hardware=_hardware_line())
-            bench = _run_with_progress(plan, target)
-        finally:
-            if server is not None:
-                server.stop()
-        _write_reports(bench, run)
-        if as_json:
-            emit_json({"run": str(run.path), "bench": {k: v for k, v in bench.items()
-                                                       if k != "requests"}})
-        else:
-            report.print_summary(bench)
-            click.echo(f"Run folder: {run.path} (report.html, result.json, requests.csv, "
-                       "points.csv, prompts.jsonl)")
-        if bench["interrupted"]:
-            stderr.print(f"Interrupted: kept {len(bench['requests'])} finished requests.")
-            raise KeyboardInterrupt
+                report.print_summary(bench)
+                click.echo(f"Run folder: {run.path} (report.html, result.json, requests.csv, "
+                           "points.csv, prompts.jsonl)")
+            if bench["interrupted"]:
+                raise _Interrupted(len(bench["requests"]))
+    except _Interrupted as stop:
+        stderr.print(f"Interrupted: kept {stop.kept} finished requests; reports are in "
+                     f"{run.path}.")
+        raise SystemExit(130) from None
+
+
+class _Interrupted(KeyboardInterrupt):
+    """The run was stopped and its partial results written (the run record says
+    "interrupted")."""
+
+    def __init__(self, kept: int):
+        super().__init__()
+        self.kept = kept
 
 
 def _raise_interrupt(signum, frame):

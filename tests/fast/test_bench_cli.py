@@ -1,0 +1,216 @@
+"""`thrifty bench` end to end against the timing server (a real HTTP server on 127.0.0.1 with
+known delays and injectable failures): bad input, failing servers, Ctrl-C, reports, compare."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from thrifty.benchmark.timing_server import TimingServer
+
+
+def write_prompts(path: Path, count: int = 12, output_tokens: int = 6) -> Path:
+    with path.open("w") as out:
+        for i in range(count):
+            out.write(json.dumps({"prompt": f"prompt number {i} " * 4,
+                                  "output_tokens": output_tokens}) + "\n")
+    return path
+
+
+def bench(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "THRIFTY_RUNS": str(tmp_path / "runs"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "thrifty", "bench", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def one_run(tmp_path: Path) -> Path:
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.fixture
+def server():
+    with TimingServer(ttft_s=0.01, itl_s=0.002, models=("timing-model", "support", "legal")) as s:
+        yield s
+
+
+def test_full_run_writes_every_report(tmp_path, server):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    done = bench(tmp_path, "--url", server.url + "/v1", "--prompts", prompts,
+                 "--concurrency", "1,3", "--adapter-mix", "support=0.5,base=0.5",
+                 "--slo", "ttft_ms=5000,tpot_ms=1000", "--warmup", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    bench_data = out["bench"]
+    assert [p["load"] for p in bench_data["points"]] == [1, 3]
+    for point in bench_data["points"]:
+        assert point["summary"]["completed_count"] == 12
+        assert point["summary"]["output_tokens_count"] == 72
+        assert set(point["per_adapter"]) == {"base", "support"}
+        assert point["slo_met"] is True
+        assert point["server"]["metrics_scrapes_count"] > 0  # its /metrics was sampled
+    assert bench_data["slo_best_load"] == 3
+    run = Path(out["run"])
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "ok"
+    assert len(result["details"]["bench"]["requests"]) == 24  # warm-up excluded
+    assert (run / "requests.csv").read_text().count("\n") == 25
+    assert "support" in (run / "points.csv").read_text()
+    assert "<svg" in (run / "report.html").read_text()
+    # the models the requests named: the base for 'base', the adapter's own name otherwise
+    sent = {t["model"] for t in server.timings_as_dicts()}
+    assert sent == {"timing-model", "support"}
+
+
+def test_terminal_summary(tmp_path, server):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=4)
+    done = bench(tmp_path, "--url", server.url, "--prompts", prompts, "--concurrency", "2")
+    assert done.returncode == 0, done.stderr
+    assert "thrifty bench: timing-model" in done.stdout and "Run folder:" in done.stdout
+
+
+def test_server_errors_are_counted_and_results_kept(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=9)
+    with TimingServer(ttft_s=0.005, itl_s=0.001, fail_every=3) as failing:
+        done = bench(tmp_path, "--url", failing.url, "--prompts", prompts, "--concurrency", "1",
+                     "--warmup", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    point = json.loads(done.stdout)["bench"]["points"][0]
+    assert point["summary"]["errors_count"] == 3 and point["summary"]["completed_count"] == 6
+    assert point["errors"] == {"HTTP 500: injected failure": 3}
+
+
+def test_dropped_connections_are_counted(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=8)
+    with TimingServer(ttft_s=0.005, itl_s=0.001, drop_every=2, drop_after_chunks=2) as dropping:
+        done = bench(tmp_path, "--url", dropping.url, "--prompts", prompts, "--concurrency", "2",
+                     "--warmup", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    point = json.loads(done.stdout)["bench"]["points"][0]
+    assert point["summary"]["errors_count"] == 4 and point["summary"]["completed_count"] == 4
+    assert all("after 2 chunks" in message for message in point["errors"])
+
+
+def test_server_that_dies_mid_run(tmp_path):
+    """The server goes away half-way: the rest fail, are counted, and the run still reports."""
+    prompts = write_prompts(tmp_path / "p.jsonl", count=40, output_tokens=20)
+    dying = TimingServer(ttft_s=0.01, itl_s=0.01).start()
+    env = {**os.environ, "THRIFTY_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-m", "thrifty", "bench", "--url", dying.url,
+                             "--prompts", prompts, "--concurrency", "2", "--warmup", "0",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    wait_for_requests(dying, 6)
+    dying.stop()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)["bench"]["points"][0]["summary"]
+    assert summary["completed_count"] >= 4 and summary["errors_count"] >= 1
+    assert summary["completed_count"] + summary["errors_count"] == 40
+
+
+def wait_for_requests(server: TimingServer, count: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(server.timings_as_dicts()) < count:
+        assert time.monotonic() < deadline, "the benchmark sent nothing"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=200, output_tokens=10)
+    with TimingServer(ttft_s=0.01, itl_s=0.01) as slow:
+        env = {**os.environ, "THRIFTY_RUNS": str(tmp_path / "runs")}
+        proc = subprocess.Popen([sys.executable, "-m", "thrifty", "bench", "--url", slow.url,
+                                 "--prompts", prompts, "--concurrency", "2", "--warmup", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        wait_for_requests(slow, 10)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Interrupted: kept" in err and "Traceback" not in err
+    run = one_run(tmp_path)
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "interrupted"
+    bench_data = result["details"]["bench"]
+    assert bench_data["interrupted"] and bench_data["points"][0]["interrupted"]
+    kept = bench_data["requests"]
+    assert 6 <= len(kept) < 200 and all(r["ok"] for r in kept)
+    assert (run / "report.html").is_file() and (run / "requests.csv").is_file()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_clean_error(done: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert done.returncode not in (0, 130)
+    assert "Traceback" not in done.stderr
+    for phrase in phrases:
+        assert phrase in done.stderr, done.stderr
+
+
+def test_unreachable_url(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    done = bench(tmp_path, "--url", f"http://127.0.0.1:{closed_port()}/v1", "--prompts", prompts)
+    assert_clean_error(done, "No server answers at", "Check the URL")
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (["--slo", "ttft=500"], ["unknown limit 'ttft'"]),
+    (["--slo", "ttft_ms:500"], ["is not KEY=MILLISECONDS"]),
+    (["--adapter-mix", "a=0.5,b"], ["is not NAME=WEIGHT"]),
+    (["--adapter-mix", "a=0,b=0"], ["add up to zero"]),
+    (["--input-tokens", "uniform(9,3)"], ["HIGH must not be below LOW"]),
+    (["--concurrency", "0,4"], ["positive whole numbers"]),
+    (["--concurrency", "2", "--rate", "3"], ["either --concurrency", "or --rate"]),
+    (["--adapter", "x=/tmp"], ["--adapter and --adapters-dir start adapters with --model"]),
+])
+def test_bad_options_fail_before_any_request(tmp_path, server, args, phrases):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    done = bench(tmp_path, "--url", server.url, "--prompts", prompts, *args)
+    assert_clean_error(done, *phrases)
+    assert server.timings_as_dicts() == []
+
+
+def test_url_and_model_are_exclusive(tmp_path):
+    assert_clean_error(bench(tmp_path, "--prompts", "x.jsonl"), "exactly one of --url")
+
+
+def test_adapter_in_the_mix_that_the_server_lacks(tmp_path, server):
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    done = bench(tmp_path, "--url", server.url, "--prompts", prompts,
+                 "--adapter-mix", "support=0.5,medical=0.5")
+    assert_clean_error(done, "'medical', which the server at", "It serves support, legal")
+    assert server.timings_as_dicts() == []
+
+
+def test_compare_two_runs(tmp_path, server):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=6)
+    runs = []
+    for label in ("first", "second"):
+        done = bench(tmp_path, "--url", server.url, "--prompts", prompts, "--concurrency", "2",
+                     "--label", label, "--json")
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout)["run"])
+    done = bench(tmp_path, "compare", *runs, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["labels"] == ["first", "second"]
+    metrics = {m["metric"]: m for m in result["points"][0]["metrics"]}
+    assert metrics["ttft_ms_p50"]["delta_pct"][0] == 0.0
+    assert metrics["ttft_ms_p50"]["delta_pct"][1] is not None
+    table = bench(tmp_path, "compare", *runs)
+    assert table.returncode == 0 and "Δ vs first" in table.stdout
+    assert_clean_error(bench(tmp_path, "compare", runs[0]), "at least two runs")
+    assert_clean_error(bench(tmp_path, "compare", runs[0], str(tmp_path)),
+                       "neither a `thrifty bench` run folder")
