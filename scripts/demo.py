@@ -4,7 +4,8 @@ Builds (or reuses) both engines, prepares SmolLM2-135M and the enwiki corpus, ge
 completion in the vLLM engine, quantizes the model with GPTQ W4A16 (checked in vLLM), measures
 base and quantized perplexity and size in the compress engine, trains the demo LoRA adapters,
 serves the quantized model with them in vLLM's OpenAI-compatible server, hot-loads one more
-adapter, queries the base and every adapter, and prints a summary.
+adapter, queries the base and every adapter, benchmarks the quantized and the unquantized model
+under the same adapter mix (HTML reports), compares them, and prints a summary.
 Run it with `make demo`.
 """
 
@@ -28,6 +29,11 @@ OUTPUT = Path(__file__).resolve().parent.parent / "demo-output"
 QUANTIZED = OUTPUT / "smollm2-135m-gptq-w4a16"
 ADAPTERS_DIR = OUTPUT / "adapters"  # the server's adapters folder
 SERVE_PROMPT = "The capital of"
+# The benchmark workload: traffic spread over three adapters and the base, two loads.
+BENCH_MIX = "history=0.3,chemistry=0.3,geography=0.2,base=0.2"
+BENCH_ARGS = ("--adapter-mix", BENCH_MIX, "--concurrency", "1,4", "--requests", "12",
+              "--input-tokens", "128", "--output-tokens", "32", "--slo",
+              "ttft_ms=2000,tpot_ms=250")
 
 console = Console()
 
@@ -41,6 +47,8 @@ def thrifty(*args: str, as_json: bool = True) -> tuple[dict | list | None, float
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         sys.exit(f"demo stopped: `thrifty {' '.join(args)}` failed (exit {done.returncode})")
+    if not as_json:
+        print(done.stdout, end="")
     return (json.loads(done.stdout) if as_json else None), elapsed
 
 
@@ -56,6 +64,13 @@ def main() -> None:
 
     demo_adapters, adapters_s = thrifty("adapters", "demo")
     served, serve_s = serve(demo_adapters)
+    paths = {a["name"]: a["path"] for a in demo_adapters}
+    base_bench, base_bench_s = thrifty(
+        "bench", "--model", MODEL, "--adapter", f"history={paths['history']}",
+        "--adapter", f"chemistry={paths['chemistry']}", "--adapters-dir", str(ADAPTERS_DIR),
+        *BENCH_ARGS, "--label", "bf16 + adapters")
+    thrifty("bench", "compare", base_bench["run"], served["bench"]["run"],
+                          as_json=False)
 
     row, qrow = evaluated["rows"]
     completion = generated["completions"][0]
@@ -101,10 +116,15 @@ def main() -> None:
                     f"{served['load_ms'] / 1000:.1f} s (CLI start included)")
     for model, text in served["completions"].items():
         summary.add_row(f"  {model}", f"[italic]{SERVE_PROMPT}[/italic]{text}")
+    for bench in (base_bench, served["bench"]):
+        summary.add_row(f"bench: {bench['bench']['label']}", bench_line(bench["bench"]))
+    summary.add_row("bench reports (HTML)", f"{base_bench['run']}/report.html\n"
+                                            f"{served['bench']['run']}/report.html")
     summary.add_row("step times", f"setup {setup_s:.0f} s, model {model_s:.0f} s, corpus "
                                   f"{corpus_s:.0f} s, generate {generate_s:.0f} s, quantize "
                                   f"{quantize_s:.0f} s, eval {eval_s:.0f} s, adapters "
-                                  f"{adapters_s:.0f} s, serve and query {serve_s:.0f} s")
+                                  f"{adapters_s:.0f} s, serve, query and bench {serve_s:.0f} s, "
+                                  f"bench bf16 {base_bench_s:.0f} s")
     summary.add_row("run records", f"{generated['run']}\n{quantized['run']}\n{evaluated['run']}"
                                    f"\n{served['ready']['run']}")
     console.print(summary)
@@ -138,11 +158,27 @@ def serve(demo_adapters: list[dict]) -> tuple[dict, float]:
         client = ServerClient(url)
         completions = {model: client.complete(model, SERVE_PROMPT, 24).text.replace("\n", " ")
                        for model in (QUANTIZED.name, "history", "chemistry", "geography", "arts")}
+        bench, _ = thrifty("bench", "--url", ready["url"], *BENCH_ARGS, "--label",
+                           "W4A16 + adapters")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
-    return ({"ready": ready, "load_ms": load_ms, "completions": completions},
+    return ({"ready": ready, "load_ms": load_ms, "completions": completions, "bench": bench},
             time.monotonic() - started)
+
+
+def bench_line(bench: dict) -> str:
+    """The highest load's throughput and latency, per adapter, and the SLO verdict."""
+    point = bench["points"][-1]
+    s = point["summary"]
+    adapters = ", ".join(f"{name} TTFT {a['ttft_ms_p50']:.0f} ms"
+                         for name, a in point["per_adapter"].items() if a["ttft_ms_p50"])
+    best = bench["slo_best_load"]
+    return (f"concurrency {point['load']:g}: {s['output_throughput_tokens_per_s']:.1f} out tok/s, "
+            f"TTFT p50 {s['ttft_ms_p50']:.0f} ms, TPOT p50 {s['tpot_ms_p50']:.0f} ms; per "
+            f"adapter: {adapters}; SLO met up to concurrency "
+            f"{'none' if best is None else f'{best:g}'}; "
+            f"KV cache {bench['memory']['kv_cache_tokens']} tokens")
 
 
 if __name__ == "__main__":
