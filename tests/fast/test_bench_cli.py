@@ -214,3 +214,31 @@ def test_compare_two_runs(tmp_path, server):
     assert_clean_error(bench(tmp_path, "compare", runs[0]), "at least two runs")
     assert_clean_error(bench(tmp_path, "compare", runs[0], str(tmp_path)),
                        "neither a `thrifty bench` run folder")
+
+
+def test_duration_cycles_prompts_until_time_is_up(tmp_path, server):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=3, output_tokens=4)
+    done = bench(tmp_path, "--url", server.url, "--prompts", prompts, "--concurrency", "2",
+                 "--duration", "1.5", "--warmup", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)["bench"]
+    summary = out["points"][0]["summary"]
+    assert out["workload"]["requests_per_point"] is None
+    assert summary["completed_count"] > 6  # more than the 3 prompts: they were cycled
+    assert 1.4 < summary["duration_s"] < 3.0
+
+
+def test_open_loop_respects_max_concurrency(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=8, output_tokens=3)
+    with TimingServer(ttft_s=0.03, itl_s=0.01) as slow:
+        done = bench(tmp_path, "--url", slow.url, "--prompts", prompts, "--rate", "100",
+                     "--arrivals", "constant", "--max-concurrency", "1", "--warmup", "0",
+                     "--json")
+        timings = sorted(slow.timings_as_dicts(), key=lambda t: t["arrived_s"])
+    assert done.returncode == 0, done.stderr
+    for earlier, later in zip(timings, timings[1:], strict=False):
+        assert later["arrived_s"] >= earlier["finished_s"] - 0.002  # never two in flight
+    records = json.loads((Path(json.loads(done.stdout)["run"]) / "result.json").read_text())[
+        "details"]["bench"]["requests"]
+    lag = max(r["started_s"] - r["scheduled_s"] for r in records)
+    assert lag > 0.1  # arrivals every 10 ms waited for the one free slot

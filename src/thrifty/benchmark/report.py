@@ -179,15 +179,20 @@ def load_bench(ref: str) -> tuple[str, dict]:
     return str(path.parent if path.name == "result.json" else path), bench
 
 
+def _load_key(point: dict) -> tuple[str, float]:
+    """Points compare when their loads are equal: concurrency with concurrency, and arrival
+    rate with arrival rate (Poisson or constant)."""
+    return ("concurrency" if point["kind"] == "concurrency" else "rate", point["load"])
+
+
 def compare(benches: list[dict]) -> dict:
     """Each run's headline metrics at the loads they share, and the change from the first
     run (the baseline), in percent."""
-    shared = sorted(set.intersection(*[{(p["kind"], p["load"]) for p in b["points"]}
-                                       for b in benches]))
+    shared = sorted(set.intersection(*[{_load_key(p) for p in b["points"]} for b in benches]))
     out = {"labels": [b["label"] for b in benches], "points": [], "memory": []}
     for kind, load in shared:
-        summaries = [next(p["summary"] for p in b["points"]
-                          if (p["kind"], p["load"]) == (kind, load)) for b in benches]
+        summaries = [next(p["summary"] for p in b["points"] if _load_key(p) == (kind, load))
+                     for b in benches]
         rows = [_compare_row(key, title, higher, [s.get(key) for s in summaries])
                 for key, title, higher in HEADLINE]
         out["points"].append({"kind": kind, "load": load, "metrics": [r for r in rows if r]})
