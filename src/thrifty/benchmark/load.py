@@ -1,4 +1,5 @@
-"""Closed-loop load against an OpenAI-compatible server: N workers, each sending its next
+"""A minimal closed-loop load for benchmarks/lora_serving.py (token-id prompts, fixed
+adapter cycle); `thrifty bench` itself uses loadgen.py. N workers, each sending its next
 request when the previous one finishes. Streams every request to time its first token.
 
 TPOT follows vLLM's definition: (E2E - TTFT) / (output tokens - 1).
@@ -10,6 +11,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from thrifty.benchmark.metrics import percentile
 from thrifty.core.openai_client import ServerClient, ServerError
 
 
@@ -75,17 +77,6 @@ def run_closed_loop(client: ServerClient, requests: list[Request], concurrency: 
     for thread in threads:
         thread.join()
     return results, time.perf_counter() - start
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default method)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summarize(results: list[RequestResult], wall_s: float) -> dict:
