@@ -8,6 +8,7 @@ answers with an error or drops the connection mid-stream produces a failed recor
 retried; the one retry is of a send on a kept-alive connection the server had already closed.
 """
 
+import contextlib
 import http.client
 import json
 import queue
@@ -68,7 +69,7 @@ class Connection:
         self.timeout_s = timeout_s
         self.sock: socket.socket | None = None
 
-    def _open(self) -> socket.socket:
+    def connect(self) -> socket.socket:
         if self.sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -83,7 +84,7 @@ class Connection:
             self.sock = None
 
     def _post(self, body: bytes) -> http.client.HTTPResponse:
-        sock = self._open()
+        sock = self.connect()
         sock.sendall(f"{self.head}{len(body)}\r\n\r\n".encode() + body)
         response = http.client.HTTPResponse(sock, method="POST")
         response.begin()
@@ -198,8 +199,12 @@ class LoadRun:
         pool = _WorkerPool(self, point, record)
         try:
             if profile.kind == "concurrency":
+                # N users that start together: each connects, then all send at once (as
+                # `vllm bench serve` does). A staggered start would settle into a different
+                # batching rhythm (prefills beside decodes: lower TTFT, higher TPOT).
+                together = threading.Barrier(int(profile.load))
                 for _ in range(int(profile.load)):
-                    pool.spawn(lambda: self._closed_loop_job(feed, deadline))
+                    pool.spawn(lambda: self._closed_loop_job(feed, deadline), start=together)
             else:
                 self._schedule(profile, feed, pool, deadline, seed)
             pool.join()  # wakes up every JOIN_POLL_S, so Ctrl-C is seen promptly
@@ -260,8 +265,10 @@ class _WorkerPool:
         self.idle = 0  # open-loop workers waiting for a job
         self.lock = threading.Condition()
 
-    def spawn(self, next_job, queued: bool = False) -> None:
-        thread = threading.Thread(target=self._work, args=(next_job, queued), daemon=True)
+    def spawn(self, next_job, queued: bool = False,
+              start: threading.Barrier | None = None) -> None:
+        thread = threading.Thread(target=self._work, args=(next_job, queued, start),
+                                  daemon=True)
         self.threads.append(thread)
         thread.start()
 
@@ -279,9 +286,14 @@ class _WorkerPool:
         for _ in self.threads:
             self.todo.put(None)
 
-    def _work(self, next_job, queued: bool) -> None:
+    def _work(self, next_job, queued: bool, start: threading.Barrier | None) -> None:
         connection = Connection(self.run.url, self.run.api_key, self.run.timeout_s)
         try:
+            if start is not None:
+                with contextlib.suppress(OSError):  # a failed connect fails the first request
+                    connection.connect()
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    start.wait(timeout=60)
             while not self.run.stop.is_set():
                 item = next_job()
                 if item is None:
