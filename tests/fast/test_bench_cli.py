@@ -242,3 +242,15 @@ def test_open_loop_respects_max_concurrency(tmp_path):
         "details"]["bench"]["requests"]
     lag = max(r["started_s"] - r["scheduled_s"] for r in records)
     assert lag > 0.1  # arrivals every 10 ms waited for the one free slot
+
+
+def test_request_timeout_counts_as_an_error(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=2, output_tokens=2)
+    with TimingServer(ttft_s=1.5, itl_s=0.01) as stuck:
+        done = bench(tmp_path, "--url", stuck.url, "--prompts", prompts, "--concurrency", "2",
+                     "--warmup", "0", "--timeout", "0.3", "--sample-every", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    point = json.loads(done.stdout)["bench"]["points"][0]
+    assert point["summary"]["errors_count"] == 2
+    assert all("timed out" in message for message in point["errors"])
+    assert point["server"]["metrics_scrapes_count"] == 0  # sampling was off

@@ -106,13 +106,18 @@ def _floats(text: str, option: str, integer: bool = False) -> list[float]:
               default="auto", show_default=True, help="With --model: weights type.")
 @click.option("--max-model-len", default=2048, show_default=True, type=click.IntRange(min=16),
               help="With --model: longest prompt + completion.")
+@click.option("--sample-every", "sample_every_s", default=1.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Seconds between samples of the server's /metrics and memory during the run "
+                   "(each vLLM scrape costs the server a few ms of CPU); 0 turns sampling off.")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
               help="Seconds before one request counts as failed.")
 @json_option
 def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, input_tokens,
               output_tokens, prompts_file, tokenizer, requests_count, duration_s, concurrency,
               rate, arrivals, max_concurrency, warmup_count, seed, slo_text, slo_percent,
-              mix_text, allow_eos, label, dtype, max_model_len, timeout_s, as_json) -> None:
+              mix_text, allow_eos, label, dtype, max_model_len, sample_every_s, timeout_s,
+              as_json) -> None:
     """Load a server with streamed completions and report latency, throughput and memory.
 
     Each load point (a concurrency or an arrival rate) sends the same seeded requests. Per
@@ -174,7 +179,8 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
                     requests_per_point=None if duration_s else len(measured),
                     duration_s=duration_s, seed=seed, workload_info=info, mix=mix,
                     max_concurrency=max_concurrency, slo=slo, slo_attainment_pct=slo_percent,
-                    ignore_eos=not allow_eos, label=label or "", hardware=_hardware_line())
+                    ignore_eos=not allow_eos, label=label or "", hardware=_hardware_line(),
+                    sample_every_s=sample_every_s, request_timeout_s=timeout_s)
                 bench = _run_with_progress(plan, target)
             finally:
                 if server is not None:

@@ -43,6 +43,8 @@ class BenchPlan:
     max_concurrency: int | None = None
     slo: dict[str, float] | None = None
     slo_attainment_pct: float = 90.0
+    sample_every_s: float = 1.0  # server sampling (/metrics, memory); 0 turns it off
+    request_timeout_s: float = 600.0
     ignore_eos: bool = True
     label: str = ""
     hardware: str | None = None
@@ -60,9 +62,10 @@ class BenchPlan:
 def run(plan: BenchPlan, target: Target, on_point=lambda profile, total: None,
         on_done=lambda record: None) -> dict:
     """Run every load point; returns the bench dict (with "interrupted" set on Ctrl-C)."""
-    load = LoadRun(target.url, target.api_key, ignore_eos=plan.ignore_eos, on_done=on_done)
+    load = LoadRun(target.url, target.api_key, ignore_eos=plan.ignore_eos,
+                   timeout_s=plan.request_timeout_s, on_done=on_done)
     monitor = Monitor(target.url.rstrip("/").removesuffix("/v1") + "/metrics", target.api_key,
-                      target.server_pid)
+                      target.server_pid, plan.sample_every_s)
     points: list[dict] = []
     interrupted = False
     jobs = plan.jobs(plan.prompts, target)
@@ -120,6 +123,7 @@ def assemble(plan: BenchPlan, target: Target, points: list[dict],
                      "ignore_eos": plan.ignore_eos, "adapter_mix": plan.mix},
         "profile": {"kind": plan.profile_kind, "loads": plan.loads,
                     "max_concurrency": plan.max_concurrency},
+        "sample_every_s": plan.sample_every_s,
         "slo": ({"limits": plan.slo, "attainment_pct": plan.slo_attainment_pct}
                 if plan.slo else None),
         "slo_best_load": max(met) if met else None,
