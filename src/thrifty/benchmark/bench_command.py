@@ -165,7 +165,7 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
                     warm = file_prompts[:warmup_count]
                     info = {"source": "file", "prompts_file": prompts_file}
                 else:
-                    ref = tokenizer or (server.plan.base.path if server else target.base_model)
+                    ref = tokenizer or target.model_path or target.base_model
                     with stderr.status("cutting prompts from the enwiki corpus"):
                         prompts = workload.synthetic_prompts(
                             workload.load_tokenizer(ref), (requests_count or 64) + warmup_count,

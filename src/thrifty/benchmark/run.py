@@ -26,6 +26,7 @@ class Target:
     server_pid: int | None = None
     startup_memory: dict = field(default_factory=dict)  # from vLLM's start-up log
     max_model_len: int | None = None  # from /v1/models (vLLM reports it)
+    model_path: str | None = None  # the model's local folder, when known
     flags: dict | None = None  # thrifty serve's plan, when thrifty started it
 
 

@@ -31,7 +31,19 @@ def connect(url: str, api_key: str | None, served_model: str | None) -> runner.T
                        f"{', '.join(names)}.")
     entry = next(m for m in served if m["id"] == base) if base in names else {}
     return runner.Target(url=client.url + "/v1", base_model=base, api_key=api_key,
-                            max_model_len=entry.get("max_model_len"))
+                         max_model_len=entry.get("max_model_len"),
+                         model_path=_local_model_path(client))
+
+
+def _local_model_path(client: ServerClient) -> str | None:
+    """The served model's folder when `thrifty serve` runs it from this machine (its tokenizer
+    then cuts the synthetic prompts)."""
+    try:
+        info = client.thrifty_info() or {}
+    except ServerError:
+        return None
+    path = info.get("base_path")
+    return path if path and Path(path).is_dir() else None
 
 
 def served_adapters(target: runner.Target) -> tuple[list[str], list[str]]:
