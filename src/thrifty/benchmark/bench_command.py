@@ -228,8 +228,8 @@ def _run_with_progress(plan: runner.BenchPlan, target: runner.Target) -> dict:
     with Progress(*columns, console=stderr, transient=False) as progress:
         state = {"task": None}
 
-        def on_point(profile, total):
-            state["task"] = progress.add_task(profile.label, total=total, errors=0)
+        def on_point(label, total):
+            state["task"] = progress.add_task(label, total=total, errors=0)
 
         def on_done(record):
             task = state["task"]

@@ -245,10 +245,12 @@ class LoadRun:
         connection.stream(request_body(job, self.ignore_eos), result, self.clock)
         if result.input_tokens is None:
             result.input_tokens = job.prompt.input_tokens
-        if keep and not self.stop.is_set():
+        if self.stop.is_set():
+            return  # finished after Ctrl-C: not part of the kept results
+        if keep:
             with self._lock:
                 self.records.append(result)
-            self.on_done(result)
+        self.on_done(result)
 
 
 class _WorkerPool:

@@ -60,7 +60,7 @@ class BenchPlan:
         return Profile(self.profile_kind, load, self.max_concurrency)
 
 
-def run(plan: BenchPlan, target: Target, on_point=lambda profile, total: None,
+def run(plan: BenchPlan, target: Target, on_point=lambda label, total: None,
         on_done=lambda record: None) -> dict:
     """Run every load point; returns the bench dict (with "interrupted" set on Ctrl-C)."""
     load = LoadRun(target.url, target.api_key, ignore_eos=plan.ignore_eos,
@@ -73,12 +73,12 @@ def run(plan: BenchPlan, target: Target, on_point=lambda profile, total: None,
     try:
         if plan.warmup_prompts:
             warm = plan.jobs(plan.warmup_prompts, target)
-            on_point(Profile("concurrency", min(len(warm), 4)), len(warm))
+            on_point("warm-up (not measured)", len(warm))
             load.run_point(-1, Profile("concurrency", min(len(warm), 4)), warm, plan.seed,
                            record=False)
         for index, value in enumerate(plan.loads):
             profile = plan.profile(value)
-            on_point(profile, plan.requests_per_point)
+            on_point(profile.label, plan.requests_per_point)
             monitor.start()
             try:
                 load.run_point(index, profile, jobs, plan.seed + index, plan.duration_s)
