@@ -254,3 +254,12 @@ def test_request_timeout_counts_as_an_error(tmp_path):
     assert point["summary"]["errors_count"] == 2
     assert all("timed out" in message for message in point["errors"])
     assert point["server"]["metrics_scrapes_count"] == 0  # sampling was off
+
+
+def test_model_that_cannot_be_served_quotes_serves_error(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=2)
+    done = bench(tmp_path, "--model", str(tmp_path / "no-such-model"), "--prompts", prompts)
+    assert_clean_error(done, "`thrifty serve` could not start the model for the benchmark",
+                       "is not a built-in model")
+    run = one_run(tmp_path)
+    assert json.loads((run / "result.json").read_text())["status"] == "failed"

@@ -302,7 +302,7 @@ def bench_latency(model, batch_sizes, input_lens, output_lens, iterations, warmu
     ref = prepare.ensure_model(model)
     with RunRecord("bench-latency", {"model": model, **params}, engines_used=("vllm",)) as run:
         started = time.monotonic()
-        result = run_in_engine("vllm", "thrifty.benchmark.latency_worker", "latency",
+        result = run_in_engine("vllm", "thrifty.serve.worker", "latency",
                                {**params, "model": ref.path}, run.path,
                                title=f"offline latency of {model}")
         cases = result["cases"]

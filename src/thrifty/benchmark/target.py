@@ -1,14 +1,19 @@
 """The server under test: connect to a running one (`--url`), or start one in the vllm engine
 for the run (`--model`) and read its start-up memory report."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import workload
 from thrifty.benchmark.memory import parse_startup_log
-from thrifty.core import hardware, prepare
-from thrifty.core.errors import BadInput
-from thrifty.core.execute import ensure_engine
+from thrifty.core import jobs
+from thrifty.core.errors import BadInput, ThriftyError
+from thrifty.core.files import tail
 from thrifty.core.openai_client import ServerClient, ServerError
 from thrifty.core.progress import stderr
 
@@ -64,28 +69,74 @@ def check_mix(mix: dict | None, target: runner.Target) -> None:
         workload.check_mix_served(mix, served, loadable, target.url)
 
 
-def start_server(model, adapter_specs, adapters_dir, dtype, max_model_len, workdir):
-    from thrifty.serve import server  # serve's process management, shared through its API
+class ServeProcess:
+    """`thrifty serve` as a child process for the run. The benchmark talks to the serve part
+    through its command line and its readiness line, not its Python objects."""
 
-    specs = server.parse_adapter_specs(adapter_specs)
-    ref = prepare.ensure_model(model)
-    plan = server.make_plan(ref, specs, adapters_dir, [], "127.0.0.1", 0, api_key=None,
-                            dtype=dtype, max_model_len=max_model_len,
-                            eager=not hardware.gpus(), tensor_parallel_size=1,
-                            max_lora_rank=None, max_loras=None)
-    plan.port = server.free_port("127.0.0.1", 0)
-    process = server.ServerProcess(plan, ensure_engine("vllm"), workdir)
-    process.start()
+    def __init__(self, args: list[str], workdir: Path):
+        self.args = args
+        self.log_path = workdir / "logs" / "thrifty-serve.log"
+        # the server's own run record goes inside the benchmark's run folder
+        self.env = {**os.environ, "THRIFTY_RUNS": str(workdir / "server")}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> dict:
+        """Start it and wait for its readiness line (the JSON `thrifty serve --json` prints)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "thrifty", "serve", *self.args, "--json"],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
+                env=self.env, start_new_session=True)
+        try:
+            line = self.proc.stdout.readline()
+        except BaseException:
+            self.stop()
+            raise
+        if not line.strip():
+            self.proc.wait()
+            raise ServeFailed("`thrifty serve` could not start the model for the benchmark: "
+                              f"{_error_paragraph(self.log_path)} (log: {self.log_path})")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # it stops vLLM's whole process group
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                jobs.stop_process_group(self.proc, grace_s=5.0)
+
+
+class ServeFailed(ThriftyError):
+    """The server for a `--model` run did not start (its own error is quoted)."""
+
+
+def _error_paragraph(log: Path) -> str:
+    """thrifty serve's one-paragraph error (from "Error:" on), else its log's last lines."""
+    text = log.read_text(errors="replace")
+    start = text.rfind("Error:")
+    return (text[start + len("Error:"):] if start >= 0 else tail(log, 15)).strip()
+
+
+def start_server(model: str, adapter_specs: tuple[str, ...], adapters_dir: str | None,
+                 dtype: str, max_model_len: int, workdir: Path):
+    """Serve MODEL (with adapters) for the run; returns the process and the target."""
+    args = [model, "--port", "0", "--dtype", dtype, "--max-model-len", str(max_model_len)]
+    for spec in adapter_specs:
+        args += ["--adapter", spec]
+    if adapters_dir:
+        args += ["--adapters-dir", adapters_dir]
+    process = ServeProcess(args, workdir)
+    with stderr.status(f"starting vLLM with {model} (thrifty serve)"):
+        ready = process.start()
     try:
-        with stderr.status(f"starting vLLM with {plan.base_label}") as status:
-            process.wait_ready(on_wait=lambda s: status.update(
-                f"starting vLLM with {plan.base_label} ({s:.0f} s)"))
+        target = connect(ready["url"], None, None)
     except BaseException:
         process.stop()
         raise
-    target = connect(plan.url, None, None)
     target.started_by_thrifty = True
-    target.server_pid = process.proc.pid
-    target.flags = {k: v for k, v in plan.summary().items() if k != "reasons"}
-    target.startup_memory = parse_startup_log(process.log_path.read_text(errors="replace"))
+    target.server_pid = ready["server_pid"]
+    target.flags = {k: v for k, v in ready["flags"].items() if k != "reasons"}
+    target.startup_memory = parse_startup_log(Path(ready["log"]).read_text(errors="replace"))
     return process, target

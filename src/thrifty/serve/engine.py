@@ -22,6 +22,24 @@ def greedy_params(max_tokens: int):
     return SamplingParams(temperature=0.0, max_tokens=max_tokens)
 
 
+def exact_length_params(max_tokens: int):
+    """Greedy, and end-of-sequence ignored: exactly max_tokens tokens (benchmarks)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+
+
+def token_prompts(token_ids: list[list[int]]) -> list:
+    """Prompts given as token ids (exact lengths, no tokenizer round trip)."""
+    from vllm.inputs import TokensPrompt
+
+    return [TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
+
+
+def generate_quietly(llm, prompts, sampling) -> list:
+    return llm.generate(prompts, sampling, use_tqdm=False)
+
+
 def version() -> str:
     import vllm
 

@@ -1,4 +1,4 @@
-"""vLLM-engine tasks: offline generation.
+"""vLLM-engine tasks: offline generation, and offline batch latency (serve/latency.py).
 
 Run as `<vllm engine python> -m thrifty.serve.worker <job file>`. The `__main__` guard matters:
 vLLM's offline engine spawns worker processes that re-import the main module.
@@ -32,4 +32,6 @@ def generate(params: dict, events: Events) -> dict:
 
 
 if __name__ == "__main__":
-    worker_main({"generate": generate})
+    from thrifty.serve.latency import latency
+
+    worker_main({"generate": generate, "latency": latency})

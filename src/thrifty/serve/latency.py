@@ -6,14 +6,15 @@ generated `iterations` times with end-of-sequence ignored (exact output lengths)
 is also run for one output token, which times the prefill alone, so that decode time per step
 is (latency - prefill) / (output tokens - 1).
 
-Run as `<vllm engine python> -m thrifty.benchmark.latency_worker <job file>`.
+A task of the serve part's vLLM worker (`thrifty.serve.worker`); `thrifty bench latency` runs
+it through the job protocol.
 """
 
 import random
 import statistics
 import time
 
-from thrifty.core.jobs import Events, worker_main
+from thrifty.core.jobs import Events
 
 PERCENTILES = (50, 90, 99)
 
@@ -27,15 +28,14 @@ def _percentile(values: list[float], pct: float) -> float:
 
 
 def _timed(llm, prompts, sampling) -> float:
+    from thrifty.serve import engine
+
     started = time.perf_counter()
-    llm.generate(prompts, sampling, use_tqdm=False)
+    engine.generate_quietly(llm, prompts, sampling)
     return time.perf_counter() - started
 
 
 def latency(params: dict, events: Events) -> dict:
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-
     from thrifty.serve import engine
 
     events.progress("start vLLM", 0, 1, "steps")
@@ -50,11 +50,10 @@ def latency(params: dict, events: Events) -> dict:
     cases = []
     for number, (batch, input_len, output_len) in enumerate(combos):
         events.progress("measure", number, len(combos), "cases")
-        prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(100, vocab)
-                                                  for _ in range(input_len)])
-                   for _ in range(batch)]
-        full = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
-        prefill_only = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
+        prompts = engine.token_prompts([[rng.randrange(100, vocab) for _ in range(input_len)]
+                                        for _ in range(batch)])
+        full = engine.exact_length_params(output_len)
+        prefill_only = engine.exact_length_params(1)
         for _ in range(params["warmup_iterations"]):
             _timed(llm, prompts, full)
         latencies = [_timed(llm, prompts, full) for _ in range(params["iterations"])]
@@ -81,7 +80,3 @@ def _case(batch: int, input_len: int, output_len: int, latencies: list[float],
     case["output_throughput_tokens_per_s"] = round(batch * output_len / mean, 2)
     case["latencies_s"] = [round(v, 6) for v in latencies]
     return case
-
-
-if __name__ == "__main__":
-    worker_main({"latency": latency})
