@@ -59,6 +59,7 @@ def test_bench_model_with_adapters_mix_slo_and_memory(tmp_path):
         assert s["input_tokens_count"] == 6 * 32 and s["output_tokens_count"] == 6 * 8
         assert set(point["per_adapter"]) == {"base", "history"}
         assert point["server"]["kv_cache_usage_peak_pct"] is not None
+        assert point["server"]["running_requests_peak_count"] >= 1  # sampled while it ran
         assert point["server"]["server_rss_peak_gib"] > 0.3
         assert s["ttft_ms_p50"] > 0 and s["tpot_ms_p50"] > 0 and s["itl_ms_p50"] > 0
     assert bench["slo_best_load"] == 2

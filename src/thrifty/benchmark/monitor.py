@@ -118,6 +118,7 @@ class Monitor:
         self.reset()
         if self.every_s <= 0:
             return  # sampling off
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
