@@ -27,6 +27,8 @@ class Target:
     startup_memory: dict = field(default_factory=dict)  # from vLLM's start-up log
     max_model_len: int | None = None  # from /v1/models (vLLM reports it)
     model_path: str | None = None  # the model's local folder, when known
+    served: list[str] = field(default_factory=list)  # model names, the base first
+    loadable: list[str] = field(default_factory=list)  # adapters loadable on first use
     flags: dict | None = None  # thrifty serve's plan, when thrifty started it
 
 

@@ -35,38 +35,35 @@ def connect(url: str, api_key: str | None, served_model: str | None) -> runner.T
         raise BadInput(f"--served-model {served_model!r} is not served at {url}; it serves "
                        f"{', '.join(names)}.")
     entry = next(m for m in served if m["id"] == base) if base in names else {}
+    info = _thrifty_info(client)
     return runner.Target(url=client.url + "/v1", base_model=base, api_key=api_key,
                          max_model_len=entry.get("max_model_len"),
-                         model_path=_local_model_path(client))
+                         model_path=_local_dir(info.get("base_path")),
+                         served=[base] + [n for n in names if n != base],
+                         loadable=_folder_names(_local_dir(info.get("adapters_dir"))))
 
 
-def _local_model_path(client: ServerClient) -> str | None:
-    """The served model's folder when `thrifty serve` runs it from this machine (its tokenizer
-    then cuts the synthetic prompts)."""
+def _thrifty_info(client: ServerClient) -> dict:
+    """What a `thrifty serve` server reports about itself ({} for other servers)."""
     try:
-        info = client.thrifty_info() or {}
+        return client.thrifty_info() or {}
     except ServerError:
-        return None
-    path = info.get("base_path")
+        return {}
+
+
+def _local_dir(path: str | None) -> str | None:
+    """A folder the server named, when it is on this machine too: the served model's (its
+    tokenizer cuts the synthetic prompts) or the adapters folder (loadable on first use)."""
     return path if path and Path(path).is_dir() else None
 
 
-def served_adapters(target: runner.Target) -> tuple[list[str], list[str]]:
-    """Names the server lists, and adapters it can load on first use (thrifty serve's
-    adapters folder, when it is on this machine)."""
-    client = ServerClient(target.url, target.api_key, timeout_s=10.0)
-    served = [m["id"] for m in client.models()]
-    info = client.thrifty_info() or {}
-    folder = Path(info["adapters_dir"]) if info.get("adapters_dir") else None
-    loadable = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder and \
-        folder.is_dir() else []
-    return [target.base_model] + [n for n in served if n != target.base_model], loadable
+def _folder_names(folder: str | None) -> list[str]:
+    return sorted(p.name for p in Path(folder).iterdir() if p.is_dir()) if folder else []
 
 
 def check_mix(mix: dict | None, target: runner.Target) -> None:
     if mix:
-        served, loadable = served_adapters(target)
-        workload.check_mix_served(mix, served, loadable, target.url)
+        workload.check_mix_served(mix, target.served, target.loadable, target.url)
 
 
 class ServeProcess:
