@@ -5,7 +5,9 @@ completion in the vLLM engine, quantizes the model with GPTQ W4A16 (checked in v
 base and quantized perplexity and size in the compress engine, trains the demo LoRA adapters,
 serves the quantized model with them in vLLM's OpenAI-compatible server, hot-loads one more
 adapter, queries the base and every adapter, benchmarks the quantized and the unquantized model
-under the same adapter mix (HTML reports), compares them, and prints a summary.
+under the same adapter mix (HTML reports), compares them, probes the machine, calibrates the
+throughput model on the bf16 run, projects the monthly serving cost of both variants on every
+catalog GPU (markdown and HTML reports) and the cost of fine-tuning, and prints a summary.
 Run it with `make demo`.
 """
 
@@ -34,6 +36,11 @@ BENCH_MIX = "history=0.3,chemistry=0.3,geography=0.2,base=0.2"
 BENCH_ARGS = ("--adapter-mix", BENCH_MIX, "--concurrency", "1,4", "--requests", "12",
               "--input-tokens", "128", "--output-tokens", "32", "--slo",
               "ttft_ms=2000,tpot_ms=250")
+
+# The cost section: a chat service of a million short requests a day, MLPerf-like latency.
+COST_ARGS = ("--requests-per-day", "1000000", "--input-tokens", "128", "--output-tokens", "32",
+             "--slo", "ttft_ms=500,tpot_ms=50")
+COST_MD, COST_HTML = OUTPUT / "cost.md", OUTPUT / "cost.html"
 
 console = Console()
 
@@ -71,6 +78,7 @@ def main() -> None:
         *BENCH_ARGS, "--label", "bf16 + adapters")
     thrifty("bench", "compare", base_bench["run"], served["bench"]["run"],
                           as_json=False)
+    costs = cost_section(base_bench["run"])
 
     row, qrow = evaluated["rows"]
     completion = generated["completions"][0]
@@ -120,6 +128,21 @@ def main() -> None:
         summary.add_row(f"bench: {bench['bench']['label']}", bench_line(bench["bench"]))
     summary.add_row("bench reports (HTML)", f"{base_bench['run']}/report.html\n"
                                             f"{served['bench']['run']}/report.html")
+    probe, calibration, plan = costs["probe"], costs["calibration"], costs["plan"]
+    eff = calibration["efficiency"]
+    summary.add_row("probe (this CPU)", f"{probe['bandwidth_gb_per_s']} GB/s copy bandwidth, "
+                                        f"{probe['bf16_tflop_per_s']} TFLOP/s bf16 matmul")
+    summary.add_row("throughput model, calibrated on the bf16 bench",
+                    f"memory efficiency {eff['memory']:.2f}, compute {eff['compute']:.2f}, "
+                    f"step overhead {eff['overhead_ms']:.1f} ms; worst error on the run "
+                    f"{calibration['fit']['worst_error_pct']}%")
+    for option in [o for o in plan["options"] if o.get("usd_per_month")][:3]:
+        summary.add_row(f"cost: {option['gpu']} {option['variant']}",
+                        f"${option['usd_per_month']:,.0f}/month on-demand "
+                        f"({option['gpus']} GPU, {option['price']['provider']} "
+                        f"{option['price']['date']}), ${option['usd_per_1m_output_tokens']:.4f}"
+                        f"/1M output tokens, TPOT {option['tpot_ms']} ms ({option['figures']})")
+    summary.add_row("cost reports", f"{COST_HTML}\n{COST_MD}")
     summary.add_row("step times", f"setup {setup_s:.0f} s, model {model_s:.0f} s, corpus "
                                   f"{corpus_s:.0f} s, generate {generate_s:.0f} s, quantize "
                                   f"{quantize_s:.0f} s, eval {eval_s:.0f} s, adapters "
@@ -128,6 +151,21 @@ def main() -> None:
     summary.add_row("run records", f"{generated['run']}\n{quantized['run']}\n{evaluated['run']}"
                                    f"\n{served['ready']['run']}")
     console.print(summary)
+
+
+def cost_section(bf16_bench_run: str) -> dict:
+    """Probe this machine, calibrate the throughput model on the bf16 bench run, then cost the
+    default model's variants (bf16 and the real W4A16 checkpoint) on every catalog GPU."""
+    doctor, _ = thrifty("doctor", "--probe")
+    calibration, _ = thrifty("cost", "calibrate", bf16_bench_run)
+    thrifty("cost", "calibrate", bf16_bench_run, as_json=False)
+    plan_args = ("cost", MODEL, str(QUANTIZED), "--variants", "bf16", *COST_ARGS)
+    plan, _ = thrifty(*plan_args)
+    thrifty(*plan_args, "--markdown", str(COST_MD), "--html", str(COST_HTML), "--force",
+            "--top", "8", as_json=False)
+    thrifty("cost", "finetune", MODEL, "--tokens", "1e8", "--gpu", "l4,h100-sxm",
+            as_json=False)
+    return {"probe": doctor["probe"], "calibration": calibration, "plan": plan}
 
 
 def serve(demo_adapters: list[dict]) -> tuple[dict, float]:

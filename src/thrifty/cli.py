@@ -25,6 +25,9 @@ COMMANDS = {
     "serve": "thrifty.serve.serve_command:serve",
     "adapters": "thrifty.serve.adapters_command:adapters_group",
     "bench": "thrifty.benchmark.bench_command:bench_group",
+    "gpus": "thrifty.benchmark.cost_command:gpus_command",
+    "fit": "thrifty.benchmark.cost_command:fit_command",
+    "cost": "thrifty.benchmark.cost_command:cost_group",
     "eval": "thrifty.compress.commands:eval_command",
     "quantize": "thrifty.compress.quantize_command:quantize",
 }

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cli_helpers import thrifty
+from cli_helpers import thrifty, thrifty_json
 
 from thrifty.benchmark import workload
 from thrifty.core import models
@@ -131,3 +131,41 @@ def test_offline_latency_mode(tmp_path):
     for case in cases:
         assert case["latency_ms_p50"] > case["prefill_ms_median"] > 0
         assert case["decode_step_ms_mean"] > 0 and len(case["latencies_s"]) == 2
+
+
+# --- the cost model on this machine: probe, size, calibrate on a real bench run, predict it
+def test_fit_counts_the_real_models_parameters():
+    manifest = json.loads((models.prepared_dir("smollm2-135m") / models.MANIFEST).read_text())
+    fitted = thrifty_json("fit", "smollm2-135m", "--gpu", "t4")
+    assert fitted["results"][0]["shape"]["params"] == manifest["parameters_params"]
+
+
+def test_probe_calibrate_and_check_on_a_real_bench_run(tmp_path, served):
+    probe = thrifty_json("doctor", "--probe")["probe"]
+    assert probe["device"] == "cpu" and probe["bandwidth_gb_per_s"] > 0.5
+    assert probe["bf16_tflop_per_s"] > 0.001
+
+    env = {**os.environ, "THRIFTY_RUNS": str(tmp_path / "runs")}
+    done = subprocess.run([sys.executable, "-m", "thrifty", "bench", "--url", served,
+                           "--concurrency", "1,3", "--requests", "4", "--input-tokens", "96",
+                           "--output-tokens", "16", "--warmup", "1", "--json"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(done.stdout)["run"]
+    # each load point gets its own prompts (vLLM's prefix cache would skip repeated ones)
+    prompts = (Path(run) / "prompts.jsonl").read_text().splitlines()
+    assert len(prompts) == 8 and len(set(prompts)) == 8
+
+    calibration_file = tmp_path / "cal.json"
+    calibrated = thrifty_json("cost", "calibrate", run, "--model", "smollm2-135m", "--out",
+                              calibration_file)
+    eff = calibrated["efficiency"]
+    assert eff["memory"] > 0 and eff["compute"] > 0 and eff["overhead_ms"] > 0
+    points = calibrated["fit"]["points"]
+    assert [p["load"] for p in points] == [1, 3]
+    # three efficiencies fitted to six medians: the fit must be close, not exact
+    assert calibrated["fit"]["worst_error_pct"] < 40, points
+
+    checked = thrifty_json("cost", "check", run, "--calibration", calibration_file, "--model",
+                           "smollm2-135m")
+    assert checked["points"] == points

@@ -159,6 +159,7 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
                 else:
                     target = targets.connect(url, api_key, served_model)
                 targets.check_mix(mix, target)
+                fresh = False
                 if prompts_file:
                     # the user's prompts are all measured; warm-up reuses the first few
                     measured = file_prompts[:requests_count] if requests_count else file_prompts
@@ -166,9 +167,12 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
                     info = {"source": "file", "prompts_file": prompts_file}
                 else:
                     ref = tokenizer or target.model_path or target.base_model
+                    per_point = requests_count or 64
+                    fresh = not duration_s
                     with stderr.status("cutting prompts from the enwiki corpus"):
                         prompts = workload.synthetic_prompts(
-                            workload.load_tokenizer(ref), (requests_count or 64) + warmup_count,
+                            workload.load_tokenizer(ref),
+                            per_point * (len(loads) if fresh else 1) + warmup_count,
                             input_len, output_len, seed)
                     warm, measured = prompts[:warmup_count], prompts[warmup_count:]
                     info = {"source": "synthetic", "prompts_file": None}
@@ -176,7 +180,8 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
                 workload.write_prompts_file(measured, run.path / "prompts.jsonl")
                 plan = runner.BenchPlan(
                     profile_kind=kind, loads=loads, prompts=measured, warmup_prompts=warm,
-                    requests_per_point=None if duration_s else len(measured),
+                    requests_per_point=None if duration_s else
+                    (len(measured) if prompts_file else per_point), fresh_per_point=fresh,
                     duration_s=duration_s, seed=seed, workload_info=info, mix=mix,
                     max_concurrency=max_concurrency, slo=slo, slo_attainment_pct=slo_percent,
                     ignore_eos=not allow_eos, label=label or "", hardware=_hardware_line(),

@@ -51,6 +51,15 @@ class BenchPlan:
     ignore_eos: bool = True
     label: str = ""
     hardware: str | None = None
+    # Synthetic prompts are drawn afresh for each load point: vLLM caches prompt prefixes, so
+    # a point that resent the previous point's prompts would skip most of their prefill.
+    fresh_per_point: bool = False
+
+    def prompts_for(self, index: int) -> list[workload.Prompt]:
+        if not self.fresh_per_point or not self.requests_per_point:
+            return self.prompts
+        n = self.requests_per_point
+        return self.prompts[index * n:(index + 1) * n]
 
     def jobs(self, prompts: list[workload.Prompt], target: Target) -> list[Job]:
         names = (workload.assign_adapters(len(prompts), self.mix, self.seed) if self.mix
@@ -71,7 +80,6 @@ def run(plan: BenchPlan, target: Target, on_point=lambda label, total: None,
                       target.server_pid, plan.sample_every_s)
     points: list[dict] = []
     interrupted = False
-    jobs = plan.jobs(plan.prompts, target)
     try:
         if plan.warmup_prompts:
             warm = plan.jobs(plan.warmup_prompts, target)
@@ -83,7 +91,8 @@ def run(plan: BenchPlan, target: Target, on_point=lambda label, total: None,
             on_point(profile.label, plan.requests_per_point)
             monitor.start()
             try:
-                load.run_point(index, profile, jobs, plan.seed + index, plan.duration_s)
+                load.run_point(index, profile, plan.jobs(plan.prompts_for(index), target),
+                               plan.seed + index, plan.duration_s)
             finally:
                 monitor.stop()
                 points.append({"index": index, "kind": plan.profile_kind, "load": value,

@@ -4,7 +4,7 @@ import time
 
 import click
 
-from thrifty.core import corpora, engines, hardware, models, paths, prepare
+from thrifty.core import corpora, engines, hardware, models, paths, prepare, probe
 from thrifty.core.errors import BadInput
 from thrifty.core.files import read_json
 from thrifty.core.output import emit_json, json_option, mib, table
@@ -54,9 +54,23 @@ def setup(engine_names: tuple[str, ...], force: bool, python: str | None, as_jso
 
 
 @click.command()
+@click.option("--probe", "run_the_probe", is_flag=True,
+              help="Also measure this machine's memory bandwidth and matmul rate (in the "
+                   "compress engine, about a minute); `thrifty cost calibrate` uses them.")
 @json_option
-def doctor(as_json: bool) -> None:
-    """Show the hardware, the engines and their versions, caches and the default model."""
+def doctor(run_the_probe: bool, as_json: bool) -> None:
+    """Show the hardware, the engines and their versions, caches and the default model.
+
+    With --probe, measure the peaks the throughput model is calibrated against: memory
+    bandwidth (copying a large tensor) and bf16/fp32 matmul rate, on the GPU if there is one,
+    else on the CPU. The result is kept in $THRIFTY_HOME/probe.json and in a run record.
+    """
+    measured_probe = None
+    if run_the_probe:
+        with RunRecord("probe", {}, engines_used=("compress",)) as run:
+            measured_probe = probe.run_probe(run.path)
+            keys = ("bandwidth_gb_per_s", "bf16_tflop_per_s", "fp32_tflop_per_s")
+            run.record({k: measured_probe[k] for k in keys}, details=measured_probe)
     report = {
         "hardware": hardware.describe(),
         "engines": {name: engines.status(name) for name in engines.ENGINES},
@@ -65,6 +79,8 @@ def doctor(as_json: bool) -> None:
                     "runs": str(paths.runs_dir())},
         "default_model": _model_status(models.DEFAULT_MODEL),
         "default_corpus": _corpus_status(),
+        "probe": measured_probe or (probe.load_probe() if probe.probe_path().is_file()
+                                    else None),
     }
     if as_json:
         emit_json(report)
@@ -87,6 +103,13 @@ def doctor(as_json: bool) -> None:
         [f"model {model['name']}", model["state"], model["path"]],
         [f"corpus {corpora.ENWIKI}", corpus["state"], corpus["path"]],
     ])
+    measured = report["probe"]
+    if measured:
+        table(f"Probe of {measured['hardware']} ({measured['device']}, measured "
+              f"{measured['measured_at']})", ["what", "measured"], [
+                  ["memory bandwidth (copy)", f"{measured['bandwidth_gb_per_s']} GB/s"],
+                  ["bf16 matmul", f"{measured['bf16_tflop_per_s']} TFLOP/s"],
+                  ["fp32 matmul", f"{measured['fp32_tflop_per_s']} TFLOP/s"]])
     missing = [n for n, i in report["engines"].items() if i["state"] != "ready"]
     if missing:
         click.echo(f"To build the missing engines: thrifty setup {' '.join(missing)}")

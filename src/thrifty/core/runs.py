@@ -24,7 +24,8 @@ SCHEMA_VERSION = 1
 # A metric name ends with its unit, so that no reader has to guess (ms or s? GiB or GB?).
 UNIT_SUFFIXES = (
     "_ms", "_s", "_bytes", "_gib", "_mib", "_tokens", "_per_s", "_usd", "_usd_per_month",
-    "_count", "_ratio", "_pct", "_params", "_bits", "_per_param",
+    "_count", "_ratio", "_pct", "_params", "_bits", "_per_param", "_usd_per_hour",
+    "_usd_per_1m_tokens",
 )
 DIMENSIONLESS = {"perplexity"}  # quantities with no unit; named as such
 
@@ -35,7 +36,8 @@ STATISTIC = re.compile(r"_(p\d+|mean|median|min|max|std)$")  # e.g. ttft_ms_p50
 def check_metric_names(metrics: dict) -> None:
     for name in metrics:
         base = STATISTIC.sub("", name)
-        if base not in DIMENSIONLESS and not base.endswith(UNIT_SUFFIXES):
+        # A name may be a unit alone ("usd_per_month"): it is checked with a leading "_".
+        if base not in DIMENSIONLESS and not f"_{base}".endswith(UNIT_SUFFIXES):
             raise ValueError(f"metric {name!r} does not end with a unit suffix {UNIT_SUFFIXES}")
 
 

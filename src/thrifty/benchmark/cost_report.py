@@ -1,0 +1,198 @@
+"""The cost report: one dict (result.json, --json), rendered as a terminal table, markdown,
+and a self-contained HTML page with a cost-vs-latency chart."""
+
+import datetime
+
+from thrifty.benchmark import cost
+from thrifty.benchmark.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog
+from thrifty.benchmark.html_report import (
+    BOTTOM,
+    COLORS,
+    CSS,
+    HEIGHT,
+    LEFT,
+    RIGHT,
+    SCRIPT,
+    TOP,
+    WIDTH,
+    axes,
+    esc,
+    figure,
+    fmt,
+    nice_ticks,
+    panel,
+    scale,
+)
+from thrifty.benchmark.html_report import table as html_table
+from thrifty.benchmark.perf_model import Efficiency
+from thrifty.core.output import table
+
+
+def build(ranked: list, traffic: cost.Traffic, slo: cost.Slo, pricing: str, eff: Efficiency,
+          cat: Catalog, models: tuple[str, ...], hours_per_week: float,
+          own: cost.Ownership) -> dict:
+    rows = [cost.option_row(o, traffic, pricing) for o in ranked]
+    serving = [o for o in ranked if o.usd_per_month(pricing) is not None]
+    buy = []
+    for option in serving[:5]:
+        rent = option.prices.get(pricing)
+        result = cost.buy_vs_rent(option.gpu, option.gpus, rent, hours_per_week, own)
+        buy.append({"variant": option.variant, **result})
+    return {
+        "schema": "thrifty.cost", "version": 1,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "models": list(models), "traffic": traffic.as_dict(),
+        "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "text": slo.text()},
+        "pricing": pricing, "hours_per_month": HOURS_PER_MONTH,
+        "efficiency": eff.as_dict(), "catalog": cat.files,
+        "options": rows, "buy_vs_rent": buy,
+        "note": ("Throughput, latency, replicas and dollars are modelled by the roofline "
+                 "throughput model unless an option says measured; prices are dated catalog "
+                 "prices."),
+    }
+
+
+def _money(value: float | None) -> str:
+    return "–" if value is None else f"${value:,.0f}" if value >= 100 else f"${value:,.2f}"
+
+
+def _serving(report: dict) -> list[dict]:
+    return [r for r in report["options"] if r.get("usd_per_month") is not None]
+
+
+def print_terminal(report: dict, top: int) -> None:
+    traffic = report["traffic"]
+    rows = []
+    for r in _serving(report)[:top]:
+        by = r["usd_per_month_by_pricing"]
+        rows.append([r["gpu"], f"{r['model']} {r['variant']}", r["tensor_parallel"],
+                     r["replicas"], r["gpus"], f"{r['ttft_ms']:,.0f}", f"{r['tpot_ms']:.1f}",
+                     f"{r['utilisation_pct']:.0f}%", _money(r["usd_per_month"]),
+                     *[_money(by[k]) for k in PRICE_KINDS if k != report["pricing"]],
+                     f"${r['usd_per_1m_input_tokens']:.3f} / ${r['usd_per_1m_output_tokens']:.3f}",
+                     "measured" if r["figures"].startswith("measured") else "modelled"])
+    others = [k for k in PRICE_KINDS if k != report["pricing"]]
+    table(f"Cheapest options for {traffic['requests_per_day']:,.0f} requests/day "
+          f"({traffic['input_tokens']} in / {traffic['output_tokens']} out tokens, peak x"
+          f"{traffic['peak_factor']:g}) within {report['slo']['text']}; {report['pricing']} "
+          f"prices, 730 h/month",
+          ["GPU", "model", "TP", "replicas", "GPUs", "TTFT ms", "TPOT ms", "util",
+           f"$/month {report['pricing']}", *[f"$/month {k}" for k in others],
+           "$/1M in / out", "figures"], rows)
+    blocked = [r for r in report["options"] if r.get("problem")]
+    if blocked:
+        shown = ", ".join(f"{r['gpu']} {r['variant']} ({r['problem']})" for r in blocked[:6])
+        more = f" and {len(blocked) - 6} more" if len(blocked) > 6 else ""
+        print(f"Not ranked: {shown}{more}.")
+    eff = report["efficiency"]
+    print(f"Modelled with memory efficiency {eff['memory']:g}, compute efficiency "
+          f"{eff['compute']:g}, step overhead {eff['overhead_ms']:g} ms ({eff['source']}).")
+    for b in report["buy_vs_rent"][:1]:
+        if b.get("available"):
+            even = b["break_even_hours_per_week"]
+            print(f"Buy or rent ({b['gpus']} x {b['gpu']}, {b['years']:g} years): buying breaks "
+                  f"even above {even:g} h/week against ${b['rent_price']['usd_per_gpu_hour']:g}/h "
+                  f"({b['rent_price']['provider']}); at {b['hours_per_week']:g} h/week "
+                  f"{b['cheaper']} is cheaper." if even else
+                  f"Buy or rent ({b['gpu']}): renting is cheaper at any use.")
+
+
+def markdown(report: dict) -> str:
+    traffic = report["traffic"]
+    lines = [
+        f"# Serving cost: {', '.join(report['models'])}",
+        "",
+        f"- Traffic: {traffic['requests_per_day']:,.0f} requests/day, "
+        f"{traffic['input_tokens']} input and {traffic['output_tokens']} output tokens, "
+        f"peak {traffic['peak_factor']:g} x average ({traffic['peak_requests_per_s']:.3f} req/s)",
+        f"- SLO per replica: {report['slo']['text']}",
+        f"- Ranked by {report['pricing']} price; $/month at {report['hours_per_month']} h",
+        f"- {report['note']}",
+        "",
+        "| rank | GPU | model | TP | replicas | GPUs | TTFT ms | TPOT ms | utilisation | "
+        "$/month on-demand | spot | reserved | $/1M input | $/1M output | figures | price source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, r in enumerate(_serving(report), 1):
+        by = r["usd_per_month_by_pricing"]
+        price = r.get("price") or {}
+        lines.append(
+            f"| {n} | {r['gpu']} | {r['model']} {r['variant']} | {r['tensor_parallel']} | "
+            f"{r['replicas']} | {r['gpus']} | {r['ttft_ms']:,.0f} | {r['tpot_ms']:.1f} | "
+            f"{r['utilisation_pct']:.0f}% | {_money(by['on-demand'])} | {_money(by['spot'])} | "
+            f"{_money(by['reserved'])} | ${r['usd_per_1m_input_tokens']:.4f} | "
+            f"${r['usd_per_1m_output_tokens']:.4f} | {r['figures']} | "
+            f"{price.get('provider', '')} {price.get('date', '')} |")
+    blocked = [r for r in report["options"] if r.get("problem")]
+    if blocked:
+        lines += ["", "Not ranked:", ""]
+        lines += [f"- {r['gpu']} {r['model']} {r['variant']}: {r['problem']}" for r in blocked]
+    if report["buy_vs_rent"]:
+        lines += ["", "## Buy or rent", "",
+                  "| GPU | GPUs | years | rent $/GPU-h | break-even h/week | at use h/week | "
+                  "cheaper | purchase price source |", "|---|---|---|---|---|---|---|---|"]
+        for b in report["buy_vs_rent"]:
+            if b.get("available"):
+                lines.append(f"| {b['gpu']} | {b['gpus']} | {b['years']:g} | "
+                             f"{b['rent_price']['usd_per_gpu_hour']:g} | "
+                             f"{b['break_even_hours_per_week']} | {b['hours_per_week']:g} | "
+                             f"{b['cheaper']} | {b['purchase_price']['source']} "
+                             f"({b['purchase_price']['date']}) |")
+            else:
+                lines.append(f"| {b['gpu']} | | | | | | | {b['reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_latency_chart(report: dict) -> str:
+    """$/month against modelled TPOT: one dot per option, colour per model variant."""
+    rows = _serving(report)
+    if not rows:
+        return "<p class='note'>No option serves this traffic within the SLO.</p>"
+    variants = sorted({f"{r['model']} {r['variant']}" for r in rows})
+    color = {v: COLORS[i % len(COLORS)] for i, v in enumerate(variants)}
+    x_ticks = nice_ticks(max(r["tpot_ms"] for r in rows))
+    y_ticks = nice_ticks(max(r["usd_per_month"] for r in rows))
+    sx = scale(x_ticks[-1], LEFT, WIDTH - RIGHT)
+    sy = scale(y_ticks[-1], HEIGHT - BOTTOM, TOP)
+    marks = []
+    for r in rows:
+        x, y = sx(r["tpot_ms"]), sy(r["usd_per_month"])
+        shape = "4" if r["figures"].startswith("measured") else "0"
+        marks.append(f'<circle class="mark" cx="{x:.1f}" cy="{y:.1f}" r="5" '
+                     f'fill="{color[r["model"] + " " + r["variant"]]}" stroke="#000" '
+                     f'stroke-width="{1 if shape == "4" else 0}">'
+                     f"<title>{esc(r['gpu'])} {esc(r['variant'])}: "
+                     f"{esc(_money(r['usd_per_month']))}/month, TPOT {r['tpot_ms']:.1f} ms, "
+                     f"{esc(r['figures'])}</title></circle>"
+                     f'<text x="{x + 7:.1f}" y="{y + 4:.1f}">{esc(r["gpu"])}</text>')
+    body = axes(x_ticks, y_ticks, sx, sy, "TPOT at the operating point (ms, modelled)",
+                f"$/month ({report['pricing']})") + "".join(marks)
+    return figure("cost-latency", "Monthly cost against latency, per option",
+                  [panel("cost vs TPOT", [(v, color[v]) for v in variants], body)],
+                  note="Lower left is cheaper and faster. Dots with a black ring are measured.")
+
+
+def _price_text(row: dict) -> str:
+    price = row.get("price") or {}
+    return f"{price.get('provider', '')} {price.get('date', '')}".strip()
+
+
+def html(report: dict) -> str:
+    traffic = report["traffic"]
+    header = (f"<h1>Serving cost: {esc(', '.join(report['models']))}</h1>"
+              f"<p>{traffic['requests_per_day']:,.0f} requests/day · {traffic['input_tokens']} "
+              f"in / {traffic['output_tokens']} out tokens · peak ×{traffic['peak_factor']:g} · "
+              f"SLO {esc(report['slo']['text'])} · {esc(report['pricing'])} prices</p>"
+              f"<p class='banner'>{esc(report['note'])}</p>")
+    rows = [[str(n), r["gpu"], f"{r['model']} {r['variant']}", str(r["gpus"]),
+             fmt(r["ttft_ms"]), fmt(r["tpot_ms"]), _money(r["usd_per_month"]),
+             f"${r['usd_per_1m_output_tokens']:.4f}", r["figures"], _price_text(r)]
+            for n, r in enumerate(_serving(report), 1)]
+    ranking = html_table(["rank", "GPU", "model", "GPUs", "TTFT ms", "TPOT ms", "$/month",
+                          "$/1M output", "figures", "price"], rows)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>thrifty cost</title><style>{CSS}</style></head><body>{header}"
+            f"<h2>Cost against latency</h2>{cost_latency_chart(report)}"
+            f"<h2>Ranking</h2>{ranking}"
+            f"<footer>thrifty cost · modelled unless marked measured · prices dated in the "
+            f"catalog</footer><script>{SCRIPT}</script></body></html>\n")

@@ -1,0 +1,137 @@
+"""The throughput model: a roofline per engine step, with calibrated efficiencies.
+
+One engine step (one forward pass of vLLM's continuous batch) takes
+
+    step = overhead + max(bytes read / (bandwidth x memory efficiency),
+                          FLOPs / (peak matmul rate x compute efficiency))
+
+Bytes are the weights (every decode step reads all of them) plus the KV cache the batch attends
+to; FLOPs are 2 x linear parameters per token plus attention. Decode steps are memory-bound,
+prefill compute-bound. The three efficiencies are fitted to a `thrifty bench` run on real
+hardware (calibrate.py) and applied to other hardware; without a calibration, defaults are used
+and every output says so.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+from thrifty.benchmark.catalog import Gpu
+from thrifty.benchmark.fit import max_batched_tokens
+from thrifty.benchmark.model_shape import ModelShape
+
+MAX_NUM_SEQS = 256  # vLLM's default cap on sequences in one batch (OpenAI server, most GPUs)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the roofline needs to know about a device."""
+    name: str
+    bandwidth_gb_s: float
+    bf16_tflops: float
+    int8_tops: float
+    fp8_tflops: float | None = None
+    max_batched_tokens: int = 2048
+    max_num_seqs: int = MAX_NUM_SEQS
+    kind: str = "gpu"  # "gpu" or "cpu"
+
+    def matmul_rate(self, shape: ModelShape) -> float:
+        """Peak FLOP/s for the model's matmuls: 8-bit activations use the 8-bit tensor rate;
+        weight-only quantization dequantizes and multiplies in 16-bit."""
+        if shape.activation_bits <= 8:
+            return (self.fp8_tflops or self.int8_tops) * 1e12
+        return self.bf16_tflops * 1e12
+
+    @classmethod
+    def from_gpu(cls, gpu: Gpu) -> "Hardware":
+        return cls(gpu.id, gpu.bandwidth_gb_s, gpu.bf16_tflops, gpu.int8_tops, gpu.fp8_tflops,
+                   max_batched_tokens(gpu), 1024 if max_batched_tokens(gpu) > 2048 else 256)
+
+    @classmethod
+    def from_probe(cls, probe: dict) -> "Hardware":
+        cpu = probe["device"] == "cpu"
+        rate = probe["bf16_tflop_per_s"]
+        return cls(probe["hardware"], probe["bandwidth_gb_per_s"], rate, rate, None,
+                   2048 if cpu else 2048, 128 if cpu else MAX_NUM_SEQS, "cpu" if cpu else "gpu")
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    memory: float  # achieved share of peak memory bandwidth
+    compute: float  # achieved share of peak matmul rate
+    overhead_ms: float  # fixed cost of each engine step: scheduling, sampling, launch
+    source: str = "default"  # "default", or what it was calibrated on
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Defaults for GPUs that no calibration covers: typical shares reached by vLLM's kernels on
+# data-center GPUs. Outputs that use them are labelled "modelled (default efficiency)".
+DEFAULT_GPU_EFFICIENCY = Efficiency(memory=0.75, compute=0.55, overhead_ms=3.0)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One engine step: tokens prefilled, sequences decoded, KV tokens attended."""
+    prefill_tokens: int = 0
+    prefill_attention: float = 0.0  # sum over prefill chunks of chunk x context
+    decodes: int = 0
+    context_tokens: int = 0  # KV tokens read by the whole batch
+    sampled: int = 0  # sequences that produce a token (lm_head runs for these only)
+
+
+def step_seconds(shape: ModelShape, hw: Hardware, eff: Efficiency, step: Step,
+                 tp: int = 1) -> float:
+    tokens = step.prefill_tokens + step.decodes
+    read = shape.decode_read_bytes + step.context_tokens * shape.kv_bytes_per_token
+    flops = (shape.matmul_flops_per_token() * tokens + shape.lm_head_flops() * step.sampled
+             + shape.attention_flops(1, 1) * (step.prefill_attention + step.context_tokens))
+    memory_s = read / tp / (hw.bandwidth_gb_s * 1e9 * eff.memory)
+    compute_s = flops / tp / (hw.matmul_rate(shape) * eff.compute)
+    return eff.overhead_ms / 1000 + max(memory_s, compute_s)
+
+
+def decode_step(batch: int, context: float) -> Step:
+    return Step(decodes=batch, context_tokens=int(batch * context), sampled=batch)
+
+
+def prefill_step(tokens: int) -> Step:
+    return Step(prefill_tokens=tokens, prefill_attention=tokens * tokens / 2, sampled=1)
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Continuous batching at a constant number of sequences in flight (modelled)."""
+    concurrency: int
+    step_s: float
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    request_rate_per_s: float
+    output_tokens_per_s: float
+
+    def as_dict(self) -> dict:
+        return {"concurrency": self.concurrency, "ttft_ms": self.ttft_s * 1000,
+                "tpot_ms": self.tpot_s * 1000, "e2e_ms": self.e2e_s * 1000,
+                "request_rate_per_s": self.request_rate_per_s,
+                "output_throughput_tokens_per_s": self.output_tokens_per_s}
+
+
+def steady_state(shape: ModelShape, hw: Hardware, eff: Efficiency, concurrency: int,
+                 input_tokens: int, output_tokens: int, tp: int = 1) -> SteadyState:
+    """`concurrency` sequences in flight with staggered starts: every step decodes them and
+    prefills the prompts of the ones that just arrived (concurrency / output tokens per step),
+    as vLLM's chunked prefill does."""
+    b = concurrency
+    context = input_tokens + output_tokens / 2
+    prefill_per_step = b * input_tokens / output_tokens
+    mixed = Step(prefill_tokens=int(prefill_per_step),
+                 prefill_attention=prefill_per_step * input_tokens / 2, decodes=b,
+                 context_tokens=int(b * context), sampled=b)
+    step = step_seconds(shape, hw, eff, mixed, tp)
+    # A new prompt waits half a step on average, then its chunks share steps with decodes.
+    budget = max(1, hw.max_batched_tokens - b)
+    ttft = step * (0.5 + math.ceil(input_tokens / budget))
+    e2e = ttft + (output_tokens - 1) * step
+    rate = b / e2e
+    return SteadyState(b, step, ttft, step, e2e, rate, rate * output_tokens)

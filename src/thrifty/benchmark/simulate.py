@@ -1,0 +1,165 @@
+"""Replay a workload through a model of vLLM's scheduler, timing each step with the roofline.
+
+The scheduler is vLLM v1's: every step first gives each running sequence one decode token, then
+fills the rest of the token budget (max_num_batched_tokens) with prompt chunks of waiting
+requests, first come first served, while the KV cache and max_num_seqs allow. A request's first
+token comes at the end of the step that finishes its prompt; each later step adds one token.
+This is what predicts TTFT, TPOT and throughput for a bench workload (closed or open loop).
+"""
+
+import heapq
+from dataclasses import dataclass, field
+
+from thrifty.benchmark.model_shape import ModelShape
+from thrifty.benchmark.perf_model import Efficiency, Hardware, Step, step_seconds
+
+# Requests sent at the same instant reach the engine a little apart (the API server parses and
+# tokenizes each), and an idle engine starts a step for the first one at once. So the first
+# request of a closed-loop wave that starts on an idle engine is prefilled alone and the rest
+# share the next step, as the request timings of `thrifty bench` runs on vLLM show.
+ARRIVAL_SPREAD_S = 0.001
+
+
+@dataclass(eq=False)  # identity, not value, equality: requests are tracked in sets
+class SimRequest:
+    input_tokens: int
+    output_tokens: int
+    arrival_s: float = 0.0
+    prefilled: int = 0
+    generated: int = 0
+    first_token_s: float | None = None
+    finished_s: float | None = None
+
+    @property
+    def ttft_s(self) -> float:
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def e2e_s(self) -> float:
+        return self.finished_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> float:
+        return (self.e2e_s - self.ttft_s) / max(1, self.output_tokens - 1)
+
+
+@dataclass
+class Workload:
+    """Requests of given lengths, sent by `concurrency` closed-loop users (all starting
+    together, as `thrifty bench --concurrency` does) or at given arrival times (open loop)."""
+    lengths: list[tuple[int, int]]  # (input tokens, output tokens) per request, in send order
+    concurrency: int | None = None
+    arrivals_s: list[float] | None = None
+    kv_tokens: int | None = None  # KV-cache capacity; None: unlimited
+    tp: int = 1
+    requests: list[SimRequest] = field(default_factory=list)
+
+
+def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
+             max_steps: int = 2_000_000) -> list[SimRequest]:
+    pending = [SimRequest(i, o) for i, o in work.lengths]
+    if work.arrivals_s is not None:
+        for request, at in zip(pending, work.arrivals_s, strict=True):
+            request.arrival_s = at
+        future = [(r.arrival_s, n, r) for n, r in enumerate(pending)]
+        heapq.heapify(future)
+        queue_next = None
+    else:
+        users = min(work.concurrency or 1, len(pending))
+        future = [(n * ARRIVAL_SPREAD_S, n, pending[n]) for n in range(users)]
+        for n in range(users):
+            pending[n].arrival_s = n * ARRIVAL_SPREAD_S
+        queue_next = users  # the next request a freed user sends
+    now, waiting, running, done = 0.0, [], [], []
+    kv_free = work.kv_tokens if work.kv_tokens is not None else float("inf")
+    for _ in range(max_steps):
+        while future and future[0][0] <= now + 1e-12:
+            waiting.append(heapq.heappop(future)[2])
+        if not waiting and not running:
+            if not future:
+                break
+            now = future[0][0]
+            continue
+        step, finishing_prefill, kv_free = _schedule(waiting, running, hw, kv_free)
+        now += step_seconds(shape, hw, eff, step, work.tp)
+        released = []
+        for request in list(running):
+            if request in finishing_prefill:
+                request.first_token_s = now
+                request.generated = 1
+            elif request.prefilled >= request.input_tokens:
+                request.generated += 1
+            if request.generated >= request.output_tokens:
+                request.finished_s = now
+                running.remove(request)
+                kv_free += request.input_tokens + request.output_tokens
+                done.append(request)
+                if queue_next is not None and queue_next < len(pending):
+                    released.append(queue_next)
+                    queue_next += 1
+        # A busy engine takes every request that arrived during the step at the next one; an
+        # idle one starts on the first to arrive.
+        spread = ARRIVAL_SPREAD_S if not running and not waiting else 0.0
+        for k, index in enumerate(released):
+            pending[index].arrival_s = now + k * spread
+            heapq.heappush(future, (pending[index].arrival_s, index, pending[index]))
+    return done
+
+
+def _schedule(waiting: list[SimRequest], running: list[SimRequest], hw: Hardware,
+              kv_free: float) -> tuple[Step, set, float]:
+    decoding = [r for r in running if r.prefilled >= r.input_tokens]
+    budget = hw.max_batched_tokens - len(decoding)
+    context = sum(r.input_tokens + r.generated for r in decoding)
+    prefill_tokens, attention, finishing = 0, 0.0, set()
+    # Requests part-way through their prompt keep their place before new ones are admitted.
+    partial = [r for r in running if r.prefilled < r.input_tokens]
+    while budget > 0 and waiting and len(running) < hw.max_num_seqs:
+        request = waiting[0]
+        needed = request.input_tokens + request.output_tokens
+        if needed > kv_free:
+            break
+        kv_free -= needed
+        running.append(waiting.pop(0))
+        partial.append(request)
+    for request in partial:
+        if budget <= 0:
+            break
+        chunk = min(budget, request.input_tokens - request.prefilled)
+        attention += chunk * (request.prefilled + chunk / 2)
+        request.prefilled += chunk
+        prefill_tokens += chunk
+        budget -= chunk
+        if request.prefilled >= request.input_tokens:
+            finishing.add(request)
+    step = Step(prefill_tokens=prefill_tokens, prefill_attention=attention,
+                decodes=len(decoding), context_tokens=context,
+                sampled=len(decoding) + len(finishing))
+    return step, finishing, kv_free
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(done: list[SimRequest]) -> dict:
+    """The bench summary's headline metrics, for simulated requests."""
+    start = min(r.arrival_s for r in done)
+    end = max(r.finished_s for r in done)
+    output = sum(r.output_tokens for r in done)
+    summary = {"requests_count": len(done), "duration_s": end - start,
+               "output_throughput_tokens_per_s": output / (end - start) if end > start else 0.0,
+               "request_throughput_per_s": len(done) / (end - start) if end > start else 0.0}
+    for name, values in (("ttft_ms", [r.ttft_s for r in done]),
+                         ("tpot_ms", [r.tpot_s for r in done if r.output_tokens > 1]),
+                         ("e2e_ms", [r.e2e_s for r in done])):
+        for pct in (50, 90, 99):
+            summary[f"{name}_p{pct}"] = percentile(values, pct) * 1000
+        summary[f"{name}_mean"] = sum(values) / len(values) * 1000 if values else float("nan")
+    return summary

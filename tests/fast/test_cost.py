@@ -1,0 +1,276 @@
+"""The throughput model, the scheduler simulation, calibration, and the cost commands."""
+
+import json
+import math
+import re
+
+import pytest
+
+from thrifty.benchmark import calibrate, catalog, cost, finetune_cost, model_shape
+from thrifty.benchmark.perf_model import (
+    Efficiency,
+    Hardware,
+    decode_step,
+    prefill_step,
+    steady_state,
+    step_seconds,
+)
+from thrifty.benchmark.simulate import Workload, simulate, summarize
+from thrifty.core.errors import BadInput
+
+EFF = Efficiency(memory=0.8, compute=0.5, overhead_ms=2.0)
+
+
+@pytest.fixture
+def cat(isolated_home):
+    return catalog.load()
+
+
+def test_decode_is_memory_bound_and_prefill_compute_bound(cat):
+    shape = model_shape.load("llama-3.1-8b")
+    hw = Hardware.from_gpu(cat.find("h100-sxm"))
+    decode = step_seconds(shape, hw, EFF, decode_step(1, 1000))
+    by_hand = 0.002 + (shape.decode_read_bytes + 1000 * shape.kv_bytes_per_token) / (
+        3350e9 * 0.8)
+    assert decode == pytest.approx(by_hand)
+    prefill = step_seconds(shape, hw, EFF, prefill_step(4096))
+    flops = 2 * shape.linear_params * 4096 + 2 * shape.embedding_params \
+        + shape.attention_flops(1, 1) * 4096 * 4096 / 2
+    assert prefill == pytest.approx(0.002 + flops / (989e12 * 0.5))
+    w4 = model_shape.variant(shape, "w4a16")
+    assert step_seconds(w4, hw, EFF, decode_step(1, 1000)) - 0.002 < (decode - 0.002) / 2.5
+
+
+def test_steady_state_trades_latency_for_throughput(cat):
+    shape = model_shape.load("llama-3.1-8b")
+    hw = Hardware.from_gpu(cat.find("l40s"))
+    states = [steady_state(shape, hw, EFF, b, 512, 256) for b in (1, 8, 64)]
+    assert [s.tpot_s for s in states] == sorted(s.tpot_s for s in states)
+    rates = [s.output_tokens_per_s for s in states]
+    assert rates == sorted(rates) and rates[2] > 10 * rates[0]
+
+
+def test_simulation_of_one_user_by_hand(cat):
+    shape = model_shape.load("llama-3.1-8b")
+    hw = Hardware.from_gpu(cat.find("a100-80gb"))
+    done = simulate(shape, hw, EFF, Workload([(100, 5)] * 3, concurrency=1))
+    assert len(done) == 3
+    prefill = step_seconds(shape, hw, EFF, prefill_step(100))
+    first = done[0]
+    assert first.ttft_s == pytest.approx(prefill)
+    decodes = [step_seconds(shape, hw, EFF, decode_step(1, 100 + k)) for k in range(1, 5)]
+    assert first.e2e_s == pytest.approx(prefill + sum(decodes))
+    assert done[1].arrival_s == pytest.approx(first.finished_s)  # closed loop
+
+
+def test_simulation_respects_the_kv_cache_and_arrivals(cat):
+    shape = model_shape.load("llama-3.1-8b")
+    hw = Hardware.from_gpu(cat.find("a100-80gb"))
+    roomy = summarize(simulate(shape, hw, EFF, Workload([(200, 50)] * 8, concurrency=8)))
+    tight = summarize(simulate(shape, hw, EFF,
+                               Workload([(200, 50)] * 8, concurrency=8, kv_tokens=500)))
+    assert tight["output_throughput_tokens_per_s"] < roomy["output_throughput_tokens_per_s"] / 2
+    late = simulate(shape, hw, EFF, Workload([(10, 2)] * 2, arrivals_s=[0.0, 5.0]))
+    assert late[1].arrival_s == 5.0 and late[1].first_token_s > 5.0
+
+
+def synthetic_bench(shape, hw, eff) -> dict:
+    """A bench result whose 'measurements' come from the model itself with known
+    efficiencies: calibration must find them again."""
+    points, requests = [], []
+    for index, load in enumerate((1, 4)):
+        lengths = [(128, 64)] * 8
+        done = simulate(shape, hw, eff, Workload(lengths, concurrency=load))
+        points.append({"index": index, "kind": "concurrency", "load": load,
+                       "summary": summarize(done)})
+        requests += [{"point": index, "ok": True, "started_s": r.arrival_s,
+                      "input_tokens": r.input_tokens, "output_tokens": r.output_tokens}
+                     for r in done]
+    return {"points": points, "requests": requests, "memory": {"kv_cache_tokens": 100000}}
+
+
+def test_calibration_recovers_known_efficiencies(cat):
+    shape = model_shape.load("smollm2-1.7b")
+    hw = Hardware("test-cpu", 20.0, 0.5, 0.5, max_batched_tokens=2048, max_num_seqs=128)
+    truth = Efficiency(0.6, 0.3, 40.0)
+    fitted, report = calibrate.fit(synthetic_bench(shape, hw, truth), shape, hw, "synthetic")
+    assert report["worst_error_pct"] < 2
+    assert fitted.memory == pytest.approx(0.6, rel=0.1)
+    assert fitted.compute == pytest.approx(0.3, rel=0.1)
+    assert fitted.overhead_ms == pytest.approx(40.0, rel=0.15)
+
+
+def test_nelder_mead_finds_a_minimum():
+    best = calibrate.nelder_mead(lambda x: (x[0] - 1) ** 2 + (x[1] + 2) ** 2, [0.0, 0.0], 0.5,
+                                 200)
+    assert best == pytest.approx([1, -2], abs=1e-3)
+
+
+def test_read_bench_rejects_other_files(tmp_path):
+    (tmp_path / "result.json").write_text(json.dumps({"details": {}}))
+    with pytest.raises(BadInput, match="not the result of `thrifty bench`"):
+        calibrate.read_bench(tmp_path)
+    with pytest.raises(BadInput, match="not a bench run folder"):
+        calibrate.read_bench(tmp_path / "nope")
+
+
+# --- traffic, replicas, dollars
+
+@pytest.mark.parametrize("requests", [0, -5])
+def test_zero_or_negative_traffic_is_refused(requests):
+    with pytest.raises(BadInput, match="requests per day"):
+        cost.Traffic(requests, 512, 256)
+
+
+def test_tokens_per_month_become_requests_per_day():
+    traffic = cost.Traffic.from_tokens_per_month(730e6, 700, 300, 1.0)
+    assert traffic.requests_per_day == pytest.approx(730e6 / 1000 / (730 / 24))
+    assert sum(traffic.tokens_per_month) == pytest.approx(730e6)
+
+
+def test_replicas_and_dollars_by_hand(cat):
+    shape = model_shape.load("llama-3.1-8b")
+    traffic = cost.Traffic(2_000_000, 512, 256, peak_factor=3)
+    slo = cost.Slo(2000, 100)
+    option = cost.plan_option(cat.find("l40s"), shape, "bf16", EFF, cat, traffic, slo, 768)
+    assert not option.problem
+    per_replica = option.capacity.request_rate_per_s
+    assert option.replicas == math.ceil(traffic.peak_rps / per_replica)
+    assert slo.met(option.capacity) and option.state.request_rate_per_s <= per_replica * 1.01
+    price = cat.cheapest("l40s", "on-demand").usd_per_gpu_hour
+    assert option.usd_per_month("on-demand") == pytest.approx(option.gpus * price * 730)
+    row = cost.option_row(option, traffic, "on-demand")
+    month_tokens = sum(traffic.tokens_per_month)
+    assert row["usd_per_1m_tokens"] == pytest.approx(row["usd_per_month"] / month_tokens * 1e6,
+                                                     rel=1e-3)
+    assert row["utilisation_pct"] == pytest.approx(
+        100 * traffic.average_rps / (option.replicas * per_replica), abs=0.1)
+
+
+def test_an_unreachable_slo_and_a_model_that_does_not_fit_are_reported(cat):
+    traffic = cost.Traffic(1000, 512, 256)
+    tight = cost.plan_option(cat.find("t4"), model_shape.load("llama-3.1-8b"), "w4a16", EFF, cat,
+                             traffic, cost.Slo(1, 1), 768)
+    assert "misses the SLO" in tight.problem
+    big = cost.plan_option(cat.find("l4"), model_shape.load("llama-3.1-405b"), "bf16", EFF, cat,
+                           traffic, cost.Slo(2000, 100), 768)
+    assert "does not fit" in big.problem and "GiB" in big.problem
+
+
+def test_buy_vs_rent_reproduces_the_published_break_even(cat):
+    h100 = cat.find("h100-sxm")
+    aws = [p for p in cat.prices_for("h100-sxm", ("on-demand",)) if p.provider == "AWS"][0]
+    result = cost.buy_vs_rent(h100, 1, aws, 40, cost.Ownership(years=3))
+    # owning pays off above ~40 h/week over 2-3 years at hyperscaler prices
+    assert 30 < result["break_even_hours_per_week"] < 50
+    cheap = cat.cheapest("h100-sxm", "on-demand")
+    assert cost.buy_vs_rent(h100, 1, cheap, 40, cost.Ownership())["cheaper"] == "rent"
+    capital = 30000 * 1.5
+    margin = aws.usd_per_gpu_hour - 0.7 * 1.4 * 0.12
+    assert result["break_even_hours_per_week"] == pytest.approx(capital / (156 * margin),
+                                                                abs=0.1)
+
+
+# --- fine-tuning
+
+def test_finetune_memory_reproduces_the_published_70b_table(cat):
+    shape = model_shape.load("llama-3.1-70b")
+    h100 = cat.find("h100-sxm")
+    full = finetune_cost.plan(shape, finetune_cost.Job("full", 1e8), h100, None)
+    assert full["model_states_gb"] == pytest.approx(1120, rel=0.02)  # 16 B per parameter
+    assert full["gpus"] >= 8
+    lora = finetune_cost.plan(shape, finetune_cost.Job("lora", 1e8), h100, None)
+    assert 140 <= lora["total_gb"] <= 200
+    qlora = finetune_cost.plan(shape, finetune_cost.Job("qlora", 1e8),
+                               cat.find("rtx-6000-ada"), None)
+    assert qlora["total_gb"] == pytest.approx(46, abs=3) and qlora["gpus"] == 1
+
+
+def test_finetune_dollars_by_hand(cat):
+    shape = model_shape.load("llama-3.1-8b")
+    price = cat.cheapest("h100-sxm", "on-demand")
+    plan = finetune_cost.plan(shape, finetune_cost.Job("lora", 1e8, epochs=2, mfu=0.5),
+                              cat.find("h100-sxm"), price)
+    flops = (4 * shape.params + 6 * finetune_cost.lora_params(shape, 16) + 2 * shape.params) \
+        * 2e8
+    hours = flops / (plan["gpus"] * 989e12 * 0.5) / 3600
+    assert plan["usd"] == pytest.approx(hours * plan["gpus"] * price.usd_per_gpu_hour, rel=0.01)
+
+
+# --- the commands
+
+def test_cost_command_ranks_cheapest_first_and_writes_reports(isolated_home, run_cli, tmp_path):
+    md, page = tmp_path / "cost.md", tmp_path / "cost.html"
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "500000", "--json",
+                     "--markdown", md, "--html", page)
+    assert result.exit_code == 0, result.output
+    report, _ = json.JSONDecoder().raw_decode(result.output)  # stderr warnings follow
+    monthly = [r["usd_per_month"] for r in report["options"] if r.get("usd_per_month")]
+    assert monthly == sorted(monthly) and len(monthly) > 10
+    best = report["options"][0]
+    assert best["figures"].startswith("modelled") and best["price"]["date"]
+    assert {"usd_per_1m_input_tokens", "usd_per_1m_output_tokens", "replicas"} <= set(best)
+    assert set(best["usd_per_month_by_pricing"]) == {"on-demand", "spot", "reserved"}
+    assert report["buy_vs_rent"]
+    assert "| rank | GPU |" in md.read_text()
+    html = page.read_text()
+    assert 'data-plot="cost-latency"' in html and len(re.findall('class="mark"', html)) > 10
+    again = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "500000", "--html", page)
+    assert again.exit_code == 1 and "--force" in again.output
+    assert page.read_text() == html  # nothing overwritten
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--requests-per-day", "0"], "0 requests per day"),
+    (["--requests-per-day", "-3"], "-3 requests per day"),
+    (["--tokens-per-month", "0"], "traffic must be positive"),
+    ([], "exactly one of --requests-per-day or --tokens-per-month"),
+    (["--requests-per-day", "10", "--gpu", "h1000"], "Did you mean"),
+    (["--requests-per-day", "10", "--slo", "e2e_ms=100"], "drop e2e_ms"),
+    (["--requests-per-day", "10", "--efficiency", "memory=2"], "--efficiency"),
+    (["--requests-per-day", "10", "--output-tokens", "0"], "0 output tokens"),
+])
+def test_cost_command_bad_input(isolated_home, run_cli, args, phrase):
+    result = run_cli("cost", "llama-3.1-8b", *args)
+    assert result.exit_code == 1, result.output
+    assert phrase in result.output and "Traceback" not in result.output
+
+
+def test_cost_command_model_that_fits_nowhere(isolated_home, run_cli):
+    result = run_cli("cost", "llama-3.1-405b", "--requests-per-day", "10", "--gpu", "l4,t4",
+                     "--variants", "bf16")
+    assert result.exit_code == 1
+    assert "No option fits" in result.output and "GiB" in result.output
+
+
+def test_cost_command_warns_about_old_prices(isolated_home, run_cli, tmp_path):
+    old = tmp_path / "old.toml"
+    old.write_text('[[price]]\ngpu = "l4"\nprovider = "Old cloud"\nkind = "on-demand"\n'
+                   'usd_per_gpu_hour = 0.01\ndate = 2024-03-01\nsource = "https://old"\n')
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "1000", "--gpu", "l4",
+                     "--catalog", old)
+    assert result.exit_code == 0, result.output
+    assert "more than a year old" in result.output and "2024-03-01" in result.output
+
+
+def test_cost_finetune_command(isolated_home, run_cli):
+    result = run_cli("cost", "finetune", "llama-3.1-70b", "--tokens", "1e8", "--json")
+    assert result.exit_code == 0, result.output
+    plans = json.loads(result.output)["plans"]
+    assert {p["method"] for p in plans} == {"full", "lora", "qlora"}
+    bad = run_cli("cost", "finetune", "llama-3.1-8b", "--tokens", "1e6", "--method", "distill")
+    assert bad.exit_code == 1 and "--teacher" in bad.output
+    distill = run_cli("cost", "finetune", "llama-3.1-8b", "--tokens", "1e6", "--method",
+                      "distill", "--teacher", "llama-3.1-70b", "--json")
+    assert distill.exit_code == 0
+    plan = json.loads(distill.output)["plans"][0]
+    assert plan["memory_gb"]["teacher_weights"] == pytest.approx(141, rel=0.01)
+
+
+def test_cpu_calibration_is_refused_for_gpu_costing(isolated_home, run_cli, tmp_path):
+    file = tmp_path / "cal.json"
+    file.write_text(json.dumps({"kind": "thrifty.calibration", "hardware": {
+        "name": "AMD EPYC (2 cores)", "device": "cpu"}, "efficiency": {
+        "memory": 1, "compute": 1, "overhead_ms": 1, "source": "x"}}))
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "10", "--calibration", file)
+    assert result.exit_code == 1 and "calibrated on a CPU" in result.output
