@@ -7,7 +7,8 @@ other concurrencies, and an open loop of Poisson arrivals), then the calibration
 The model's efficiencies are fitted to the first run only (`thrifty cost calibrate`); each other
 run is then predicted from its lengths and load alone and compared with what was measured.
 
-    .venv/bin/python benchmarks/cost_model_accuracy.py [--reuse RESULTS_JSON]
+    .venv/bin/python benchmarks/cost_model_accuracy.py [--seed-offset N] [--out NAME]
+    .venv/bin/python benchmarks/cost_model_accuracy.py --reuse RESULTS_JSON  # analyse again
 
 Needs `thrifty doctor --probe` to have run (the CPU's measured bandwidth and matmul rate).
 Writes benchmarks/results/cost_model_accuracy.{json,md}.
@@ -30,30 +31,33 @@ RESULTS = Path(__file__).parent / "results"
 MODEL = "smollm2-135m"
 THRIFTY = str(Path(sys.executable).parent / "thrifty")
 # Varied lengths, so that the calibration sees prompts of many sizes.
+# Each run has its own seed: runs with one seed start their prompts at the same corpus
+# positions, and vLLM's prefix cache would serve a later run's prompts from an earlier one's.
 CALIBRATION = {"name": "calibration", "input": "uniform(64,320)", "output": "uniform(32,128)",
-               "load": ["--concurrency", "1,4"], "requests": "20"}
+               "load": ["--concurrency", "1,4"], "requests": "20", "seed": "1"}
 WORKLOADS = [
     {"name": "long prompts", "input": "512", "output": "32",
-     "load": ["--concurrency", "2,8"], "requests": "16"},
+     "load": ["--concurrency", "2,8"], "requests": "16", "seed": "2"},
     {"name": "long outputs", "input": "64", "output": "160",
-     "load": ["--concurrency", "6"], "requests": "18"},
+     "load": ["--concurrency", "6"], "requests": "18", "seed": "3"},
     {"name": "poisson arrivals", "input": "uniform(128,384)", "output": "uniform(32,96)",
-     "load": ["--rate", "0.6", "--arrivals", "poisson"], "requests": "24"},
+     "load": ["--rate", "0.6", "--arrivals", "poisson"], "requests": "24", "seed": "4"},
 ]
 METRICS = [("TTFT p50", "ttft_ms_p50"), ("TPOT p50", "tpot_ms_p50"), ("E2E p50", "e2e_ms_p50"),
            ("output tok/s", "output_throughput_tokens_per_s")]
 
 
-def bench(url: str, work: dict) -> str:
+def bench(url: str, work: dict, seed_offset: int) -> str:
     done = subprocess.run([THRIFTY, "bench", "--url", url, "--input-tokens", work["input"],
                            "--output-tokens", work["output"], *work["load"],
-                           "--requests", work["requests"], "--warmup", "2", "--seed", "0",
+                           "--requests", work["requests"], "--warmup", "2",
+                           "--seed", str(int(work["seed"]) + seed_offset),
                            "--label", work["name"], "--json"],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)["run"]
 
 
-def measure() -> dict:
+def measure(seed_offset: int) -> dict:
     ref = prepare.ensure_model(MODEL)
     vllm_python = ensure_engine("vllm")
     work_dir = Path(tempfile.mkdtemp(prefix="cost-accuracy-"))
@@ -66,12 +70,13 @@ def measure() -> dict:
     runs = {}
     try:
         process.wait_ready()
-        for work in [CALIBRATION, *WORKLOADS, {**CALIBRATION, "name": "calibration again"}]:
+        again = {**CALIBRATION, "name": "calibration again", "seed": "5"}
+        for work in [CALIBRATION, *WORKLOADS, again]:
             print(f"measuring {work['name']}", flush=True)
-            runs[work["name"]] = bench(plan.url, work)
+            runs[work["name"]] = bench(plan.url, work, seed_offset)
     finally:
         process.stop()
-    return {"model_path": ref.path, "runs": runs}
+    return {"model_path": ref.path, "seed_offset": seed_offset, "runs": runs}
 
 
 def analyse(measured: dict) -> dict:
@@ -114,7 +119,7 @@ def markdown(result: dict) -> str:
         f"Fitted on the calibration run (uniform(64,320) in / uniform(32,128) out, "
         f"concurrency 1 and 4): memory "
         f"efficiency {eff['memory']:.3f}, compute efficiency {eff['compute']:.3f}, step "
-        f"overhead {eff['overhead_ms']:.1f} ms.",
+        f"overhead {eff['overhead_ms']:.1f} ms, request lag {eff['lag_ms']:.1f} ms.",
         "",
         "| workload | lengths (in / out) | load | metric | measured | predicted | error |",
         "|---|---|---|---|---|---|---|",
@@ -139,12 +144,17 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reuse", help="analyse the runs listed in this results JSON again")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="added to every run's seed: a new set of prompts")
+    parser.add_argument("--out", default="cost_model_accuracy",
+                        help="file name (without suffix) under benchmarks/results")
     args = parser.parse_args()
-    measured = json.loads(Path(args.reuse).read_text())["measured"] if args.reuse else measure()
+    measured = (json.loads(Path(args.reuse).read_text())["measured"] if args.reuse
+                else measure(args.seed_offset))
     result = {"measured": measured, **analyse(measured)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cost_model_accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "cost_model_accuracy.md").write_text(markdown(result))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(markdown(result))
     print(markdown(result))
 
 

@@ -134,7 +134,8 @@ def main() -> None:
                                         f"{probe['bf16_tflop_per_s']} TFLOP/s bf16 matmul")
     summary.add_row("throughput model, calibrated on the bf16 bench",
                     f"memory efficiency {eff['memory']:.2f}, compute {eff['compute']:.2f}, "
-                    f"step overhead {eff['overhead_ms']:.1f} ms; worst error on the run "
+                    f"step overhead {eff['overhead_ms']:.1f} ms, request lag "
+                    f"{eff['lag_ms']:.1f} ms; worst error on the run "
                     f"{calibration['fit']['worst_error_pct']}%")
     for option in [o for o in plan["options"] if o.get("usd_per_month")][:3]:
         summary.add_row(f"cost: {option['gpu']} {option['variant']}",

@@ -92,12 +92,14 @@ def synthetic_bench(shape, hw, eff) -> dict:
 def test_calibration_recovers_known_efficiencies(cat):
     shape = model_shape.load("smollm2-1.7b")
     hw = Hardware("test-cpu", 20.0, 0.5, 0.5, max_batched_tokens=2048, max_num_seqs=128)
-    truth = Efficiency(0.6, 0.3, 40.0)
+    truth = Efficiency(0.6, 0.3, 40.0, lag_ms=30.0)
     fitted, report = calibrate.fit(synthetic_bench(shape, hw, truth), shape, hw, "synthetic")
     assert report["worst_error_pct"] < 2
     assert fitted.memory == pytest.approx(0.6, rel=0.1)
     assert fitted.compute == pytest.approx(0.3, rel=0.1)
-    assert fitted.overhead_ms == pytest.approx(40.0, rel=0.15)
+    # the step overhead and the request lag can trade off against each other on so few
+    # points; the predictions they give are what must agree
+    assert 20 < fitted.overhead_ms < 80 and fitted.lag_ms < 100
 
 
 def test_nelder_mead_finds_a_minimum():
@@ -229,6 +231,8 @@ def test_cost_command_ranks_cheapest_first_and_writes_reports(isolated_home, run
     (["--requests-per-day", "10", "--slo", "e2e_ms=100"], "drop e2e_ms"),
     (["--requests-per-day", "10", "--efficiency", "memory=2"], "--efficiency"),
     (["--requests-per-day", "10", "--output-tokens", "0"], "0 output tokens"),
+    (["--requests-per-day", "10", "--peak-factor", "0.5"], "peak factor is 0.5"),
+    (["--requests-per-day", "10", "--hours-per-week", "200"], "between 0 and 168"),
 ])
 def test_cost_command_bad_input(isolated_home, run_cli, args, phrase):
     result = run_cli("cost", "llama-3.1-8b", *args)
@@ -274,3 +278,59 @@ def test_cpu_calibration_is_refused_for_gpu_costing(isolated_home, run_cli, tmp_
         "memory": 1, "compute": 1, "overhead_ms": 1, "source": "x"}}))
     result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "10", "--calibration", file)
     assert result.exit_code == 1 and "calibrated on a CPU" in result.output
+
+
+def test_a_bench_run_supplies_a_measured_figure(isolated_home, run_cli, tmp_path):
+    run = tmp_path / "bench-run"
+    run.mkdir()
+    summary = {"ttft_ms_p50": 120.0, "tpot_ms_p50": 30.0, "e2e_ms_p50": 2000.0,
+               "request_throughput_per_s": 3.0, "output_throughput_tokens_per_s": 768.0}
+    bench = {"hardware": "NVIDIA L4", "workload": {"input_tokens": "512", "output_tokens": "256"},
+             "points": [{"index": 0, "kind": "concurrency", "load": 8, "slo_met": True,
+                         "summary": summary},
+                        {"index": 1, "kind": "concurrency", "load": 32, "slo_met": False,
+                         "summary": {**summary, "request_throughput_per_s": 9.0}}],
+             "requests": [{"point": 0, "ok": True}]}
+    (run / "result.json").write_text(json.dumps({"details": {"bench": bench}}))
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--gpu", "l4",
+                     "--variants", "w4a16", "--bench", run, "--bench-gpu", "l4", "--json")
+    assert result.exit_code == 0, result.output
+    report, _ = json.JSONDecoder().raw_decode(result.output)
+    option = report["options"][0]
+    assert option["figures"].startswith("measured (bench run bench-run, concurrency 8")
+    # 100,000 requests/day x 2 peak = 2.31 req/s at peak; 3 req/s measured per replica
+    assert option["replicas"] == 1 and option["capacity_requests_per_s_per_replica"] == 3.0
+    missing = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "10", "--bench", run)
+    assert missing.exit_code == 1 and "--bench-gpu" in missing.output
+
+
+def test_cost_chart_renders_in_chromium(isolated_home, run_cli, tmp_path):
+    from test_html_report import chromium_path, run_chromium
+
+    page = tmp_path / "cost.html"
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--html", page)
+    assert result.exit_code == 0, result.output
+    dom = run_chromium(chromium_path(), tmp_path, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    figure = re.search(r'<figure[^>]*data-plot="cost-latency"[^>]*>', dom.stdout).group(0)
+    assert 'data-drawn="yes"' in figure
+    assert int(re.search(r'data-marks="(\d+)"', figure).group(1)) > 10
+
+
+def test_planning_steady_state_agrees_with_a_poisson_replay(cat):
+    """The closed-form steady state that plans capacity, against the scheduler replay of
+    Poisson arrivals at 90% of the rate it promises."""
+    import random
+
+    shape = model_shape.load("llama-3.1-8b")
+    hw = Hardware.from_gpu(cat.find("l40s"))
+    state = steady_state(shape, hw, EFF, 32, 512, 256)
+    rng, now, arrivals = random.Random(0), 0.0, []
+    for _ in range(400):
+        now += rng.expovariate(state.request_rate_per_s * 0.9)
+        arrivals.append(now)
+    replay = summarize(simulate(shape, hw, EFF, Workload([(512, 256)] * 400,
+                                                         arrivals_s=arrivals))[50:])
+    assert replay["tpot_ms_p50"] == pytest.approx(state.tpot_s * 1000, rel=0.15)
+    assert replay["output_throughput_tokens_per_s"] == pytest.approx(
+        0.9 * state.output_tokens_per_s, rel=0.15)

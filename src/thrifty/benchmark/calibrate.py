@@ -4,7 +4,8 @@ A bench run's result.json holds every request (lengths, send times) and each loa
 measured TTFT, TPOT and throughput. Calibration replays each point through the scheduler
 simulation and searches the three efficiencies (memory, compute, per-step overhead) that make
 the predicted medians and throughput closest to the measured ones (least squares on log ratios,
-Nelder-Mead). The fitted efficiencies describe how well this engine uses this kind of hardware.
+Nelder-Mead), together with the lag from a client's send to the engine's queue. The fitted
+efficiencies describe how well this engine uses this kind of hardware.
 """
 
 import datetime
@@ -89,7 +90,7 @@ def fit(bench: dict, shape: ModelShape, hw: Hardware, label: str) -> tuple[Effic
         raise BadInput("The bench run has no numeric load point with successful requests.")
 
     def efficiency(x: list[float]) -> Efficiency:
-        return Efficiency(math.exp(x[0]), math.exp(x[1]), math.exp(x[2]), label)
+        return Efficiency(math.exp(x[0]), math.exp(x[1]), math.exp(x[2]), label, math.exp(x[3]))
 
     def loss(x: list[float]) -> float:
         eff = efficiency(x)
@@ -102,8 +103,8 @@ def fit(bench: dict, shape: ModelShape, hw: Hardware, label: str) -> tuple[Effic
                     total += math.log(predicted[key] / measured) ** 2
         return total
 
-    best = nelder_mead(loss, [math.log(0.5), math.log(0.5), math.log(5.0)],
-                       step=0.7, iterations=160)
+    best = nelder_mead(loss, [math.log(0.5), math.log(0.5), math.log(5.0), math.log(5.0)],
+                       step=0.7, iterations=240)
     eff = efficiency(best)
     rows = predict(bench, shape, hw, eff)
     worst = max((abs(e) for r in rows for e in r["error_pct"].values() if e is not None),
@@ -179,7 +180,8 @@ def load(path: str | Path) -> dict:
 
 def efficiency_of(calibration: dict) -> Efficiency:
     e = calibration["efficiency"]
-    return Efficiency(e["memory"], e["compute"], e["overhead_ms"], e["source"])
+    return Efficiency(e["memory"], e["compute"], e["overhead_ms"], e["source"],
+                      e.get("lag_ms", 0.0))
 
 
 def saved() -> list[dict]:

@@ -197,13 +197,13 @@ def parse_efficiency(text: str) -> Efficiency:
         except ValueError:
             values[key.strip()] = -1.0
     keys = {"memory", "compute", "overhead_ms"}
-    if set(values) != keys or any(v <= 0 for v in values.values()) or \
-            values["memory"] > 1.5 or values["compute"] > 1.5:
+    if not keys <= set(values) <= keys | {"lag_ms"} or any(v < 0 for v in values.values()) \
+            or not 0 < values["memory"] <= 1.5 or not 0 < values["compute"] <= 1.5:
         raise BadInput(f"--efficiency {text!r} should be memory=SHARE,compute=SHARE,"
-                       "overhead_ms=MS with shares in (0, 1.5], e.g. "
+                       "overhead_ms=MS[,lag_ms=MS] with shares in (0, 1.5], e.g. "
                        "memory=0.75,compute=0.55,overhead_ms=3.")
     return Efficiency(values["memory"], values["compute"], values["overhead_ms"],
-                      "efficiency given with --efficiency")
+                      "efficiency given with --efficiency", values.get("lag_ms", 0.0))
 
 
 def choose_efficiency(calibration_file: str | None, efficiency_text: str | None) -> Efficiency:
@@ -291,6 +291,10 @@ def cost_plan(models: tuple[str, ...], requests_per_day, tokens_per_month, input
     if (requests_per_day is None) == (tokens_per_month is None):
         raise BadInput("Give the traffic as exactly one of --requests-per-day or "
                        "--tokens-per-month (e.g. --requests-per-day 100000).")
+    if not (0 <= hours_per_week <= 168 and years > 0 and usd_per_kwh >= 0):
+        raise BadInput("Buy-vs-rent needs --hours-per-week between 0 and 168, --years above 0 "
+                       f"and a --usd-per-kwh of 0 or more (got {hours_per_week:g}, {years:g}, "
+                       f"{usd_per_kwh:g}).")
     for path in (markdown_file, html_file):
         if path and Path(path).exists() and not force:
             raise BadInput(f"{path} already exists; pass --force to overwrite it, or choose "
@@ -383,8 +387,8 @@ def _hardware_for(bench: dict, gpu_name: str | None, cat) -> tuple[Hardware, dic
 
 
 def _bench_model(bench: dict, model: str | None) -> model_shape.ModelShape:
-    path = model or (bench.get("target") or {}).get("model_path") or \
-        ((bench.get("target") or {}).get("flags") or {}).get("base_path")
+    target = bench.get("target") or {}
+    path = model or target.get("model_path") or (target.get("flags") or {}).get("base_path")
     if not path:
         raise BadInput("The bench run does not say which model folder it served (it ran "
                        "against --url); give it with --model.")
@@ -423,7 +427,7 @@ def cost_calibrate(run: str, model: str | None, gpu_name: str | None, out: str |
         return
     click.echo(f"Fitted on {folder.name} ({hardware_info['name']}): memory efficiency "
                f"{eff.memory:.3f}, compute efficiency {eff.compute:.3f}, step overhead "
-               f"{eff.overhead_ms:.2f} ms.")
+               f"{eff.overhead_ms:.2f} ms, request lag {eff.lag_ms:.2f} ms.")
     print_check(report["points"], "Calibration fit: measured vs modelled")
     click.echo(f"Calibration: {path}")
 

@@ -85,8 +85,9 @@ def print_terminal(report: dict, top: int) -> None:
         more = f" and {len(blocked) - 6} more" if len(blocked) > 6 else ""
         print(f"Not ranked: {shown}{more}.")
     eff = report["efficiency"]
-    print(f"Modelled with memory efficiency {eff['memory']:g}, compute efficiency "
-          f"{eff['compute']:g}, step overhead {eff['overhead_ms']:g} ms ({eff['source']}).")
+    print(f"Modelled with memory efficiency {eff['memory']:.3g}, compute efficiency "
+          f"{eff['compute']:.3g}, step overhead {eff['overhead_ms']:.3g} ms, request lag "
+          f"{eff['lag_ms']:.3g} ms ({eff['source']}).")
     for b in report["buy_vs_rent"][:1]:
         if b.get("available"):
             even = b["break_even_hours_per_week"]

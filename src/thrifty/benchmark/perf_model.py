@@ -7,9 +7,9 @@ One engine step (one forward pass of vLLM's continuous batch) takes
 
 Bytes are the weights (every decode step reads all of them) plus the KV cache the batch attends
 to; FLOPs are 2 x linear parameters per token plus attention. Decode steps are memory-bound,
-prefill compute-bound. The three efficiencies are fitted to a `thrifty bench` run on real
-hardware (calibrate.py) and applied to other hardware; without a calibration, defaults are used
-and every output says so.
+prefill compute-bound. The three efficiencies, and the lag between a client's send and the
+engine's queue, are fitted to a `thrifty bench` run on real hardware (calibrate.py) and applied
+to other hardware; without a calibration, defaults are used and every output says so.
 """
 
 import math
@@ -60,6 +60,7 @@ class Efficiency:
     compute: float  # achieved share of peak matmul rate
     overhead_ms: float  # fixed cost of each engine step: scheduling, sampling, launch
     source: str = "default"  # "default", or what it was calibrated on
+    lag_ms: float = 0.0  # from a client's send to the engine's queue (HTTP, API server)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +68,7 @@ class Efficiency:
 
 # Defaults for GPUs that no calibration covers: typical shares reached by vLLM's kernels on
 # data-center GPUs. Outputs that use them are labelled "modelled (default efficiency)".
-DEFAULT_GPU_EFFICIENCY = Efficiency(memory=0.75, compute=0.55, overhead_ms=3.0)
+DEFAULT_GPU_EFFICIENCY = Efficiency(memory=0.75, compute=0.55, overhead_ms=3.0, lag_ms=2.0)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def steady_state(shape: ModelShape, hw: Hardware, eff: Efficiency, concurrency: 
     step = step_seconds(shape, hw, eff, mixed, tp)
     # A new prompt waits half a step on average, then its chunks share steps with decodes.
     budget = max(1, hw.max_batched_tokens - b)
-    ttft = step * (0.5 + math.ceil(input_tokens / budget))
+    ttft = eff.lag_ms / 1000 + step * (0.5 + math.ceil(input_tokens / budget))
     e2e = ttft + (output_tokens - 1) * step
     rate = b / e2e
     return SteadyState(b, step, ttft, step, e2e, rate, rate * output_tokens)

@@ -4,6 +4,8 @@ The scheduler is vLLM v1's: every step first gives each running sequence one dec
 fills the rest of the token budget (max_num_batched_tokens) with prompt chunks of waiting
 requests, first come first served, while the KV cache and max_num_seqs allow. A request's first
 token comes at the end of the step that finishes its prompt; each later step adds one token.
+A request reaches the engine's queue a while after the client sends it (HTTP, the API server's
+parsing and tokenizing: the calibrated `lag_ms`); TTFT and E2E count from the send.
 This is what predicts TTFT, TPOT and throughput for a bench workload (closed or open loop).
 """
 
@@ -58,15 +60,16 @@ class Workload:
 def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
              max_steps: int = 2_000_000) -> list[SimRequest]:
     pending = [SimRequest(i, o) for i, o in work.lengths]
+    lag = eff.lag_ms / 1000  # from the client's send to the engine's queue
     if work.arrivals_s is not None:
         for request, at in zip(pending, work.arrivals_s, strict=True):
             request.arrival_s = at
-        future = [(r.arrival_s, n, r) for n, r in enumerate(pending)]
+        future = [(r.arrival_s + lag, n, r) for n, r in enumerate(pending)]
         heapq.heapify(future)
         queue_next = None
     else:
         users = min(work.concurrency or 1, len(pending))
-        future = [(n * ARRIVAL_SPREAD_S, n, pending[n]) for n in range(users)]
+        future = [(n * ARRIVAL_SPREAD_S + lag, n, pending[n]) for n in range(users)]
         for n in range(users):
             pending[n].arrival_s = n * ARRIVAL_SPREAD_S
         queue_next = users  # the next request a freed user sends
@@ -102,7 +105,7 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
         spread = ARRIVAL_SPREAD_S if not running and not waiting else 0.0
         for k, index in enumerate(released):
             pending[index].arrival_s = now + k * spread
-            heapq.heappush(future, (pending[index].arrival_s, index, pending[index]))
+            heapq.heappush(future, (pending[index].arrival_s + lag, index, pending[index]))
     return done
 
 
