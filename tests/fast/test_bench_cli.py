@@ -128,10 +128,13 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", count=200, output_tokens=10)
     with TimingServer(ttft_s=0.01, itl_s=0.01) as slow:
         env = {**os.environ, "THRIFTY_RUNS": str(tmp_path / "runs")}
+        # A shell's background job inherits SIGINT ignored; give the child the default
+        # disposition, as a terminal's foreground process has.
         proc = subprocess.Popen([sys.executable, "-m", "thrifty", "bench", "--url", slow.url,
                                  "--prompts", prompts, "--concurrency", "2", "--warmup", "0"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
+                                env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wait_for_requests(slow, 10)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
