@@ -10,8 +10,10 @@ This is what predicts TTFT, TPOT and throughput for a bench workload (closed or 
 """
 
 import heapq
+import math
 from dataclasses import dataclass, field
 
+from thrifty.benchmark.metrics import percentile
 from thrifty.benchmark.model_shape import ModelShape
 from thrifty.benchmark.perf_model import Efficiency, Hardware, Step, step_seconds
 
@@ -141,16 +143,6 @@ def _schedule(waiting: list[SimRequest], running: list[SimRequest], hw: Hardware
     return step, finishing, kv_free
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = (len(ordered) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def summarize(done: list[SimRequest]) -> dict:
     """The bench summary's headline metrics, for simulated requests."""
     start = min(r.arrival_s for r in done)
@@ -163,6 +155,6 @@ def summarize(done: list[SimRequest]) -> dict:
                          ("tpot_ms", [r.tpot_s for r in done if r.output_tokens > 1]),
                          ("e2e_ms", [r.e2e_s for r in done])):
         for pct in (50, 90, 99):
-            summary[f"{name}_p{pct}"] = percentile(values, pct) * 1000
+            summary[f"{name}_p{pct}"] = (percentile(values, pct) or math.nan) * 1000
         summary[f"{name}_mean"] = sum(values) / len(values) * 1000 if values else float("nan")
     return summary
