@@ -79,9 +79,8 @@ def measure(seed_offset: int) -> dict:
     return {"model_path": ref.path, "seed_offset": seed_offset, "runs": runs}
 
 
-def analyse(measured: dict) -> dict:
+def analyse(measured: dict, probed: dict) -> dict:
     shape = model_shape.load(MODEL)
-    probed = probe.load_probe()
     hw = perf_model.Hardware.from_probe(probed)
     cal_bench, cal_run = calibrate.read_bench(measured["runs"]["calibration"])
     eff, fit_report = calibrate.fit(cal_bench, shape, hw, f"bench run {cal_run.name}")
@@ -149,9 +148,12 @@ def main() -> None:
     parser.add_argument("--out", default="cost_model_accuracy",
                         help="file name (without suffix) under benchmarks/results")
     args = parser.parse_args()
-    measured = (json.loads(Path(args.reuse).read_text())["measured"] if args.reuse
-                else measure(args.seed_offset))
-    result = {"measured": measured, **analyse(measured)}
+    if args.reuse:  # the runs and the probe they were analysed with
+        previous = json.loads(Path(args.reuse).read_text())
+        measured, probed = previous["measured"], previous["probe"]
+    else:
+        measured, probed = measure(args.seed_offset), probe.load_probe()
+    result = {"measured": measured, **analyse(measured, probed)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{args.out}.md").write_text(markdown(result))
