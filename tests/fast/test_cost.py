@@ -112,7 +112,7 @@ def test_read_bench_rejects_other_files(tmp_path):
     (tmp_path / "result.json").write_text(json.dumps({"details": {}}))
     with pytest.raises(BadInput, match="not the result of `thrifty bench`"):
         calibrate.read_bench(tmp_path)
-    with pytest.raises(BadInput, match="not a bench run folder"):
+    with pytest.raises(BadInput, match="neither a `thrifty bench` run folder"):
         calibrate.read_bench(tmp_path / "nope")
 
 
@@ -285,7 +285,8 @@ def test_a_bench_run_supplies_a_measured_figure(isolated_home, run_cli, tmp_path
     run.mkdir()
     summary = {"ttft_ms_p50": 120.0, "tpot_ms_p50": 30.0, "e2e_ms_p50": 2000.0,
                "request_throughput_per_s": 3.0, "output_throughput_tokens_per_s": 768.0}
-    bench = {"hardware": "NVIDIA L4", "workload": {"input_tokens": "512", "output_tokens": "256"},
+    bench = {"bench_schema_version": 1, "hardware": "NVIDIA L4",
+             "workload": {"input_tokens": "512", "output_tokens": "256"},
              "points": [{"index": 0, "kind": "concurrency", "load": 8, "slo_met": True,
                          "summary": summary},
                         {"index": 1, "kind": "concurrency", "load": 32, "slo_met": False,

@@ -14,21 +14,12 @@ from thrifty.core import hardware, prepare
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import write_json
-from thrifty.core.output import emit_json, json_option, table
+from thrifty.core.output import DefaultSubcommandGroup, emit_json, json_option, table
 from thrifty.core.progress import stderr
 from thrifty.core.runs import RunRecord
 
 
-class DefaultToRun(click.Group):
-    """`thrifty bench --url ...` means `thrifty bench run --url ...`."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=DefaultToRun)
+@click.group(cls=DefaultSubcommandGroup, default_command="run")
 def bench_group() -> None:
     """Benchmark latency, throughput and memory; compare runs.
 

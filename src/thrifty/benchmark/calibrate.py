@@ -14,6 +14,7 @@ from pathlib import Path
 
 from thrifty.benchmark.model_shape import ModelShape
 from thrifty.benchmark.perf_model import Efficiency, Hardware
+from thrifty.benchmark.report import load_bench
 from thrifty.benchmark.simulate import Workload, simulate, summarize
 from thrifty.core import paths
 from thrifty.core.errors import BadInput
@@ -24,20 +25,13 @@ REPORTED_METRICS = ("ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "output_throughp
 
 
 def read_bench(run: str | Path) -> tuple[dict, Path]:
-    """The bench section of a run folder's (or result file's) result.json."""
-    path = Path(run).expanduser()
-    result_file = path / "result.json" if path.is_dir() else path
-    if not result_file.is_file():
-        raise BadInput(f"{run} is not a bench run folder or its result.json. Give the folder "
-                       "that `thrifty bench` printed (it holds result.json).")
-    result = read_json(result_file)
-    bench = (result.get("details") or {}).get("bench")
-    if not bench:
-        raise BadInput(f"{result_file} is not the result of `thrifty bench` (it has no bench "
-                       "section); calibrate from a bench run.")
+    """The bench dict of a run (report.load_bench) and its folder; it must have a successful
+    request to calibrate on."""
+    where, bench = load_bench(str(run))
     if not any(r.get("ok") for r in bench.get("requests", [])):
         raise BadInput(f"The bench run {run} has no successful request to calibrate on.")
-    return bench, result_file.parent
+    folder = Path(where)
+    return bench, folder if folder.is_dir() else folder.parent
 
 
 def point_workloads(bench: dict, kv_tokens: int | None = None) -> list[tuple[dict, Workload]]:

@@ -136,9 +136,8 @@ def load(extra: str | Path | None = None) -> Catalog:
     prices: dict[tuple, Price] = {}
     files = ["thrifty/data/gpus.toml"]
     _merge(parse(shipped_catalog_text(), "thrifty/data/gpus.toml"), gpus, prices, "catalog")
-    for path in (user_catalog_path(), extra):
-        if path is None or (path == user_catalog_path() and not Path(path).is_file()):
-            continue
+    user_file = user_catalog_path()
+    for path in ([user_file] if user_file.is_file() else []) + ([extra] if extra else []):
         path = Path(path).expanduser()
         if not path.is_file():
             raise BadInput(f"The catalog file {path} does not exist. Give a TOML file of [[gpu]] "

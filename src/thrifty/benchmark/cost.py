@@ -56,9 +56,7 @@ class Traffic:
     @classmethod
     def from_tokens_per_month(cls, tokens: float, input_tokens: int, output_tokens: int,
                               peak_factor: float) -> "Traffic":
-        per_request = input_tokens + output_tokens
-        if per_request <= 0:
-            per_request = 1
+        per_request = max(1, input_tokens + output_tokens)  # bad lengths are refused below
         return cls(tokens / per_request / DAYS_PER_MONTH, input_tokens, output_tokens,
                    peak_factor)
 

@@ -1,7 +1,6 @@
 """`thrifty gpus`, `thrifty fit` and `thrifty cost`: choose the GPU with numbers in hand."""
 
 import datetime
-import os
 from pathlib import Path
 
 import click
@@ -13,7 +12,8 @@ from thrifty.benchmark.metrics import parse_slo
 from thrifty.benchmark.perf_model import DEFAULT_GPU_EFFICIENCY, Efficiency, Hardware
 from thrifty.core import probe
 from thrifty.core.errors import BadInput
-from thrifty.core.output import emit_json, json_option, table
+from thrifty.core.files import check_output_free, write_text
+from thrifty.core.output import DefaultSubcommandGroup, emit_json, json_option, table
 from thrifty.core.progress import stderr
 from thrifty.core.runs import RunRecord
 
@@ -166,16 +166,7 @@ def fit_command(model: str, context: int | None, concurrency: int, variant_names
 
 # ---------------------------------------------------------------- thrifty cost
 
-class CostGroup(click.Group):
-    """`thrifty cost MODEL ...` means `thrifty cost plan MODEL ...`."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["plan", *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group("cost", cls=CostGroup)
+@click.group("cost", cls=DefaultSubcommandGroup, default_command="plan")
 def cost_group() -> None:
     """Project the monthly cost of serving (and fine-tuning) a model on each GPU.
 
@@ -218,19 +209,6 @@ def choose_efficiency(calibration_file: str | None, efficiency_text: str | None)
                            "predictions with `thrifty cost check`.")
         return calibrate.efficiency_of(data)
     return DEFAULT_GPU_EFFICIENCY
-
-
-def write_report_file(path: str | None, text: str, force: bool) -> None:
-    if not path:
-        return
-    target = Path(path)
-    if target.exists() and not force:
-        raise BadInput(f"{target} already exists; pass --force to overwrite it, or choose "
-                       "another file name.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, target)
 
 
 @cost_group.command("plan")
@@ -296,9 +274,8 @@ def cost_plan(models: tuple[str, ...], requests_per_day, tokens_per_month, input
                        f"and a --usd-per-kwh of 0 or more (got {hours_per_week:g}, {years:g}, "
                        f"{usd_per_kwh:g}).")
     for path in (markdown_file, html_file):
-        if path and Path(path).exists() and not force:
-            raise BadInput(f"{path} already exists; pass --force to overwrite it, or choose "
-                           "another file name.")
+        if path:
+            check_output_free(Path(path), force)
     if tokens_per_month is not None:
         if tokens_per_month <= 0:
             raise BadInput(f"--tokens-per-month is {tokens_per_month:g}; traffic must be "
@@ -339,10 +316,12 @@ def cost_plan(models: tuple[str, ...], requests_per_day, tokens_per_month, input
         best = report["options"][0] if report["options"] else {}
         run.record({}, modelled={k: best[k] for k in ("usd_per_month", "usd_per_1m_tokens")
                                  if k in best}, details={"cost": report})
-        (run.path / "cost.md").write_text(cost_report.markdown(report))
-        (run.path / "cost.html").write_text(cost_report.html(report))
-    write_report_file(markdown_file, cost_report.markdown(report), force)
-    write_report_file(html_file, cost_report.html(report), force)
+        outputs = {"cost.md": cost_report.markdown(report), "cost.html": cost_report.html(report)}
+        for name, text in outputs.items():
+            write_text(run.path / name, text)
+    for path, name in ((markdown_file, "cost.md"), (html_file, "cost.html")):
+        if path:
+            write_text(Path(path), outputs[name])
     report["run"] = str(run.path)
     if as_json:
         emit_json(report)

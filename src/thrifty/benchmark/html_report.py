@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from thrifty.core.files import write_text
+
 WIDTH, HEIGHT = 560, 300
 LEFT, RIGHT, TOP, BOTTOM = 64, 20, 16, 48  # room for tick labels and axis titles
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
@@ -473,13 +475,5 @@ def render_html(bench: dict) -> str:
 
 
 def write_html(bench: dict, path: str | os.PathLike) -> None:
-    """Write the report to a temporary file beside `path`, then rename it over `path`, so
-    that a reader never sees a half-written report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(render_html(bench), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Render the report, then write it atomically: a failed render leaves the old one."""
+    write_text(Path(path), render_html(bench))

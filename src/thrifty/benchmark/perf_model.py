@@ -50,8 +50,9 @@ class Hardware:
     def from_probe(cls, probe: dict) -> "Hardware":
         cpu = probe["device"] == "cpu"
         rate = probe["bf16_tflop_per_s"]
+        # vLLM's OpenAI server defaults: 2048 tokens per step; 128 sequences on CPU
         return cls(probe["hardware"], probe["bandwidth_gb_per_s"], rate, rate, None,
-                   2048 if cpu else 2048, 128 if cpu else MAX_NUM_SEQS, "cpu" if cpu else "gpu")
+                   2048, 128 if cpu else MAX_NUM_SEQS, "cpu" if cpu else "gpu")
 
 
 @dataclass(frozen=True)

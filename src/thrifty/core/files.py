@@ -10,12 +10,21 @@ from pathlib import Path
 from thrifty.core.errors import BadInput
 
 
-def write_json(path: Path, data: object) -> None:
-    """Write JSON to a temporary file, then rename it over `path` (atomic on POSIX)."""
+def write_text(path: Path, text: str) -> None:
+    """Write text to a temporary file, then rename it over `path` (atomic on POSIX), so that a
+    reader never sees a half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: object) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict:

@@ -22,6 +22,20 @@ def table(title: str, columns: list[str], rows: list[list[object]]) -> None:
     stdout.print(t)
 
 
+class DefaultSubcommandGroup(click.Group):
+    """A group whose default subcommand may be left out: with default_command="run",
+    `thrifty bench --url ...` means `thrifty bench run --url ...`."""
+
+    def __init__(self, *args, default_command: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
 def json_option(function):
     return click.option("--json", "as_json", is_flag=True,
                         help="Print one JSON document on stdout instead of tables.")(function)
