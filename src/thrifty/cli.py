@@ -30,6 +30,7 @@ COMMANDS = {
     "cost": "thrifty.benchmark.cost_command:cost_group",
     "eval": "thrifty.compress.commands:eval_command",
     "quantize": "thrifty.compress.quantize_command:quantize",
+    "distill": "thrifty.distill.command:distill",
 }
 
 

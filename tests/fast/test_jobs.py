@@ -80,5 +80,6 @@ def test_worker_modules_import_without_cli_dependencies():
     code = ("import sys\n"
             "sys.modules['click'] = None; sys.modules['rich'] = None\n"
             "import thrifty.core.worker, thrifty.compress.worker, thrifty.serve.worker\n"
-            "import thrifty.serve.lora, thrifty.serve.vllm_server\n")
+            "import thrifty.serve.lora, thrifty.serve.vllm_server, thrifty.serve.teacher\n"
+            "import thrifty.distill.worker, thrifty.distill.prepare, thrifty.core.teacher_signal\n")
     subprocess.run([sys.executable, "-c", code], check=True)

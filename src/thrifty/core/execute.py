@@ -15,7 +15,8 @@ def ensure_engine(name: str) -> str:
 
 
 def run_in_engine(engine: str, module: str, task: str, params: dict, workdir: Path,
-                  title: str, env: dict | None = None) -> dict:
+                  title: str, env: dict | None = None, launcher: list[str] | None = None) -> dict:
     python = ensure_engine(engine)
     with ProgressDisplay(title) as display:
-        return jobs.run_job(python, module, task, params, workdir, display.handle, env=env)
+        return jobs.run_job(python, module, task, params, workdir, display.handle, env=env,
+                            launcher=launcher)

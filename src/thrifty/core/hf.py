@@ -79,3 +79,84 @@ def save_tokenizer(tokenizer, out_dir: str) -> None:
 
 def library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def tokenizer_mismatch(teacher_path: str, student_path: str) -> str | None:
+    """Why the two models cannot share token ids (None when they can): distillation compares
+    their distributions token by token, so the vocabularies must be the same, id for id."""
+    teacher_vocab_size = AutoConfig.from_pretrained(teacher_path).vocab_size
+    student_vocab_size = AutoConfig.from_pretrained(student_path).vocab_size
+    if teacher_vocab_size != student_vocab_size:
+        return (f"the teacher's vocabulary has {teacher_vocab_size} entries and the student's "
+                f"{student_vocab_size}")
+    teacher_vocab = AutoTokenizer.from_pretrained(teacher_path).get_vocab()
+    student_vocab = AutoTokenizer.from_pretrained(student_path).get_vocab()
+    differing = sum(1 for token, index in teacher_vocab.items()
+                    if student_vocab.get(token) != index)
+    differing += sum(1 for token in student_vocab if token not in teacher_vocab)
+    if differing:
+        return (f"their tokenizers differ ({len(teacher_vocab)} and {len(student_vocab)} tokens, "
+                f"{differing} of them mapped differently)")
+    return None
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The stack of decoder blocks of a Llama-style model (model.model.layers)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no model.layers stack of decoder blocks")
+    return layers
+
+
+@torch.inference_mode()
+def block_importance(model, sequences: torch.Tensor) -> list[float]:
+    """Block influence of each decoder layer (ShortGPT): 1 - mean cosine similarity between the
+    hidden states that enter and leave it. A block that barely changes its input matters least."""
+    layers = decoder_layers(model)
+    sums = [0.0] * len(layers)
+    counts = [0] * len(layers)
+
+    def hook(index):
+        def record(module, args, kwargs, output):
+            hidden_in = args[0] if args else kwargs["hidden_states"]
+            hidden_out = output[0] if isinstance(output, tuple) else output
+            cosine = torch.nn.functional.cosine_similarity(hidden_in.float(), hidden_out.float(),
+                                                           dim=-1)
+            sums[index] += (1 - cosine).sum().item()
+            counts[index] += cosine.numel()
+        return record
+
+    handles = [layer.register_forward_hook(hook(i), with_kwargs=True)
+               for i, layer in enumerate(layers)]
+    try:
+        model(sequences)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [s / c for s, c in zip(sums, counts, strict=True)]
+
+
+def save_depth_pruned(model, tokenizer, keep: list[int], out_dir: str) -> int:
+    """Save a copy of `model` with only the decoder layers in `keep` (in order), renumbered;
+    embeddings, final norm and head are kept as they are. Returns the parameter count."""
+    config = AutoConfig.for_model(**{**model.config.to_dict(), "num_hidden_layers": len(keep)})
+    if getattr(model.config, "layer_types", None):
+        config.layer_types = [model.config.layer_types[i] for i in keep]
+    student = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    renumber = {old: new for new, old in enumerate(keep)}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        parts = name.split(".")
+        if len(parts) > 3 and parts[:2] == ["model", "layers"]:
+            old = int(parts[2])
+            if old not in renumber:
+                continue
+            name = ".".join(["model", "layers", str(renumber[old]), *parts[3:]])
+        state[name] = tensor
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"depth pruning mismatch: missing {missing}, unexpected {unexpected}")
+    student.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return sum(p.numel() for p in student.parameters())

@@ -47,9 +47,15 @@ Task = Callable[[dict, Events], dict]
 
 
 def worker_main(tasks: dict[str, Task]) -> None:
-    """Entry point of every `thrifty.<part>.worker` module."""
+    """Entry point of every `thrifty.<part>.worker` module.
+
+    Under a distributed launcher (torchrun, accelerate launch) every process runs the task;
+    only rank 0 reports events and writes the result.
+    """
+    lead = os.environ.get("RANK", "0") == "0"
     # Keep the real stdout for events only; anything a library prints goes to stderr (the log).
-    events = Events(os.fdopen(os.dup(1), "w", buffering=1))
+    stream = os.fdopen(os.dup(1) if lead else os.open(os.devnull, os.O_WRONLY), "w", buffering=1)
+    events = Events(stream)
     os.dup2(2, 1)
     job = read_json(Path(sys.argv[1]))
     task = tasks.get(job["task"])
@@ -66,8 +72,9 @@ def worker_main(tasks: dict[str, Task]) -> None:
         traceback.print_exc()
         sys.stderr.flush()
         sys.exit(1)
-    write_json(Path(job["result_path"]), result)
-    events.emit(type="done")
+    if lead:
+        write_json(Path(job["result_path"]), result)
+        events.emit(type="done")
 
 
 # --- CLI side ----------------------------------------------------------------------------
@@ -93,8 +100,13 @@ def engine_pythonpath() -> str:
 
 
 def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
-            on_event: EventHandler = lambda event: None, env: dict | None = None) -> dict:
-    """Run one task in an engine and return its result; raise a ThriftyError if it fails."""
+            on_event: EventHandler = lambda event: None, env: dict | None = None,
+            launcher: list[str] | None = None) -> dict:
+    """Run one task in an engine and return its result; raise a ThriftyError if it fails.
+
+    `launcher` runs the worker module through a launcher module of the engine, e.g.
+    ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"].
+    """
     workdir = Path(workdir)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     job_file = workdir / f"job-{task}.json"
@@ -110,7 +122,8 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
     child_env["PYTHONUNBUFFERED"] = "1"
     user_error = None
     with log_file.open("w") as log:
-        proc = subprocess.Popen([python, "-m", module, str(job_file)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([python, *(launcher or []), "-m", module, str(job_file)],
+                                stdout=subprocess.PIPE,
                                 stderr=log, text=True, env=child_env, start_new_session=True)
         try:
             for line in proc.stdout:

@@ -25,7 +25,7 @@ SCHEMA_VERSION = 1
 UNIT_SUFFIXES = (
     "_ms", "_s", "_bytes", "_gib", "_mib", "_tokens", "_per_s", "_usd", "_usd_per_month",
     "_count", "_ratio", "_pct", "_params", "_bits", "_per_param", "_usd_per_hour",
-    "_usd_per_1m_tokens",
+    "_usd_per_1m_tokens", "_bytes_per_token",
 )
 DIMENSIONLESS = {"perplexity"}  # quantities with no unit; named as such
 
@@ -37,7 +37,8 @@ def check_metric_names(metrics: dict) -> None:
     for name in metrics:
         base = STATISTIC.sub("", name)
         # A name may be a unit alone ("usd_per_month"): it is checked with a leading "_".
-        if base not in DIMENSIONLESS and not f"_{base}".endswith(UNIT_SUFFIXES):
+        dimensionless = any(f"_{base}".endswith(f"_{d}") for d in DIMENSIONLESS)
+        if not dimensionless and not f"_{base}".endswith(UNIT_SUFFIXES):
             raise ValueError(f"metric {name!r} does not end with a unit suffix {UNIT_SUFFIXES}")
 
 

@@ -1,4 +1,4 @@
-"""All of thrifty's peft calls, in one place (runs inside the compress engine).
+"""Compress-engine tasks for LoRA adapters (peft calls themselves are in core/lora.py).
 
 Run as `<compress engine python> -m thrifty.serve.lora <job file>`. Tasks:
 - `train_adapters`: small LoRA adapters on text slices (the demo adapters),
@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 
 from thrifty.core.jobs import Events, worker_main
-
-# Every linear projection of a Llama-style block: attention and MLP.
-ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from thrifty.core.lora import add_lora, merged, with_adapter
 
 
 def _token_windows(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
@@ -28,7 +26,6 @@ def _token_windows(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]
 def train_adapters(params: dict, events: Events) -> dict:
     """Train one LoRA adapter per slice of text, each from the same base weights."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from thrifty.core import hf
 
@@ -40,9 +37,7 @@ def train_adapters(params: dict, events: Events) -> dict:
         started = time.monotonic()
         events.status(f"loading the base model for {piece['name']}")
         model = hf.load_causal_lm(params["base_path"])
-        config = LoraConfig(r=params["rank"], lora_alpha=params["alpha"], lora_dropout=0.0,
-                            target_modules=params["target_modules"], task_type="CAUSAL_LM")
-        model = get_peft_model(model, config)
+        model = add_lora(model, params["rank"], params["alpha"], params["target_modules"])
         # peft leaves lora_B at zero; training makes it non-zero.
         windows = _token_windows(tokenizer, piece["texts"], params["seq_len"])
         generator = torch.Generator().manual_seed(params["seed"] + number)
@@ -75,32 +70,29 @@ def train_adapters(params: dict, events: Events) -> dict:
 
 def merge_adapter(params: dict, events: Events) -> dict:
     """Base weights + the adapter's low-rank update, saved as a plain checkpoint."""
-    from peft import PeftModel
-
     from thrifty.core import hf
 
     events.status("loading base and adapter")
-    model = hf.load_causal_lm(params["base_path"], dtype="auto")
-    model = PeftModel.from_pretrained(model, params["adapter_path"])
+    model = with_adapter(hf.load_causal_lm(params["base_path"], dtype="auto"),
+                         params["adapter_path"])
     events.status("merging")
-    merged = model.merge_and_unload()
+    plain = merged(model)
     events.status("saving")
-    merged.save_pretrained(params["out_dir"], safe_serialization=True)
+    plain.save_pretrained(params["out_dir"], safe_serialization=True)
     hf.save_tokenizer(hf.load_tokenizer(params["base_path"]), params["out_dir"])
-    return {"parameters_params": sum(p.numel() for p in merged.parameters())}
+    return {"parameters_params": sum(p.numel() for p in plain.parameters())}
 
 
 def reference_generate(params: dict, events: Events) -> dict:
     """Greedy token ids for each prompt, from the base alone or base + adapter."""
     import torch
-    from peft import PeftModel
 
     from thrifty.core import hf
 
     tokenizer = hf.load_tokenizer(params["base_path"])
     model = hf.load_causal_lm(params["base_path"], dtype=params["dtype"])
     if params.get("adapter_path"):
-        model = PeftModel.from_pretrained(model, params["adapter_path"])
+        model = with_adapter(model, params["adapter_path"])
     model.eval()
     outputs = []
     for prompt in params["prompts"]:

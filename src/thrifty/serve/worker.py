@@ -1,4 +1,5 @@
-"""vLLM-engine tasks: offline generation, and offline batch latency (serve/latency.py).
+"""vLLM-engine tasks: offline generation, offline batch latency (serve/latency.py), and the
+teacher signal of offline distillation (serve/teacher.py).
 
 Run as `<vllm engine python> -m thrifty.serve.worker <job file>`. The `__main__` guard matters:
 vLLM's offline engine spawns worker processes that re-import the main module.
@@ -33,5 +34,6 @@ def generate(params: dict, events: Events) -> dict:
 
 if __name__ == "__main__":
     from thrifty.serve.latency import latency
+    from thrifty.serve.teacher import teacher_topk
 
-    worker_main({"generate": generate, "latency": latency})
+    worker_main({"generate": generate, "latency": latency, "teacher_topk": teacher_topk})
