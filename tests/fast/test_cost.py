@@ -267,8 +267,24 @@ def test_cost_finetune_command(isolated_home, run_cli):
     distill = run_cli("cost", "finetune", "llama-3.1-8b", "--tokens", "1e6", "--method",
                       "distill", "--teacher", "llama-3.1-70b", "--json")
     assert distill.exit_code == 0
-    plan = json.loads(distill.output)["plans"][0]
-    assert plan["memory_gb"]["teacher_weights"] == pytest.approx(141, rel=0.01)
+    training, capture = json.loads(distill.output)["plans"][:2]
+    # offline (the default): the teacher is not in the training job but in one capture pass
+    assert "teacher_weights" not in training["memory_gb"]
+    assert training["model_states_gb"] == pytest.approx(16 * 8.03, rel=0.01)
+    assert capture["method"] == "distill: teacher capture"
+    assert capture["memory_gb"]["teacher_weights"] == pytest.approx(141, rel=0.01)
+    # 141 GB of bf16 weights: over 2 x 80 GB they leave vLLM no room for activations
+    assert capture["gpus"] == 4
+    # 2 x 70.6e9 FLOPs per token over 4 x 989 TFLOP/s x 0.4 MFU, for 1e6 tokens
+    assert capture["hours"] == pytest.approx(2 * 70.55e9 * 1e6 / (4 * 989e12 * 0.4) / 3600,
+                                             abs=0.005)
+    assert capture["signal_bytes_per_token"] == 20 * (4 + 2)  # 128k vocab: int32 ids
+    online = run_cli("cost", "finetune", "llama-3.1-8b", "--tokens", "1e6", "--method",
+                     "distill", "--teacher", "llama-3.1-70b", "--teacher-signal", "online",
+                     "--json")
+    plans = json.loads(online.output)["plans"]
+    assert all(p["method"] == "distill" for p in plans)
+    assert plans[0]["memory_gb"]["teacher_weights"] == pytest.approx(141, rel=0.01)
 
 
 def test_cpu_calibration_is_refused_for_gpu_costing(isolated_home, run_cli, tmp_path):

@@ -452,6 +452,12 @@ def cost_check(run: str, calibration_file: str, model: str | None, gpu_name: str
 @click.option("--method", "methods", default="full,lora,qlora", show_default=True,
               help=f"Comma-separated: {', '.join(finetune_cost.METHODS)}.")
 @click.option("--teacher", help="The teacher model, for --method distill.")
+@click.option("--teacher-signal", type=click.Choice(["offline", "online"]), default="offline",
+              show_default=True, help="distill: the teacher's top-k log-probabilities captured "
+              "once with vLLM (as `thrifty distill` does by default), or the teacher inside "
+              "every training step.")
+@click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True,
+              help="distill: log-probabilities stored per token (offline signal).")
 @click.option("--gpu", "gpu_names", metavar="LIST", default="h100-sxm,a100-80gb,l40s",
               show_default=True)
 @click.option("--sequence-tokens", type=int, default=2048, show_default=True)
@@ -463,8 +469,9 @@ def cost_check(run: str, calibration_file: str, model: str | None, gpu_name: str
               show_default=True)
 @catalog_option
 @json_option
-def cost_finetune(model, tokens, epochs, methods, teacher, gpu_names, sequence_tokens,
-                  micro_batch, lora_rank, mfu, pricing, catalog_file, as_json) -> None:
+def cost_finetune(model, tokens, epochs, methods, teacher, teacher_signal, top_k, gpu_names,
+                  sequence_tokens, micro_batch, lora_rank, mfu, pricing, catalog_file,
+                  as_json) -> None:
     """Memory, GPUs, hours and dollars for fine-tuning MODEL (full, LoRA, QLoRA, distill).
 
     Model states per parameter: full 16 B (bf16 weights and gradients, fp32 Adam), LoRA 2 B
@@ -487,8 +494,11 @@ def cost_finetune(model, tokens, epochs, methods, teacher, gpu_names, sequence_t
     for gpu in cat.select(_names(gpu_names)):
         for method in names:
             job = finetune_cost.Job(method, tokens, epochs, sequence_tokens, micro_batch,
-                                    lora_rank, mfu, teacher_shape)
-            rows.append(finetune_cost.plan(shape, job, gpu, cat.cheapest(gpu.id, pricing)))
+                                    lora_rank, mfu, teacher_shape, teacher_signal, top_k)
+            price = cat.cheapest(gpu.id, pricing)
+            rows.append(finetune_cost.plan(shape, job, gpu, price))
+            if method == "distill" and teacher_signal == "offline":
+                rows.append(finetune_cost.capture_plan(job, gpu, price))
     if as_json:
         emit_json({"model": model, "figures": "modelled", "plans": rows})
         return
@@ -498,5 +508,11 @@ def cost_finetune(model, tokens, epochs, methods, teacher, gpu_names, sequence_t
           [[r["method"], r["gpu"], f"{r['model_states_gb']:,.1f}", f"{r['total_gb']:,.1f}",
             r["gpus"] or r.get("problem"), r.get("hours", "–"), r.get("gpu_hours", "–"),
             f"{r['usd']:,.2f}" if "usd" in r else "no price"] for r in rows])
+    capture = next((r for r in rows if "signal_gb" in r), None)
+    if capture:
+        click.echo(f"Offline distillation = training + one teacher capture (vLLM prefill of "
+                   f"{teacher}); the captured top-{top_k} signal takes "
+                   f"{capture['signal_bytes_per_token']} bytes/token, {capture['signal_gb']:,} GB "
+                   "on disk.")
     warn_stale([cat.cheapest(g.id, pricing) for g in cat.select(_names(gpu_names))
                 if cat.cheapest(g.id, pricing)])

@@ -5,7 +5,11 @@ Model states per parameter (mixed-precision AdamW, the accounting of the ZeRO pa
     LoRA:   2 B frozen bf16 weights; the adapter's own parameters carry the 16 B of full training
     QLoRA:  4-bit NF4 weights (0.5 B + 1 fp8 scale per 64 and 1 fp32 per 256 of those scales)
             for the decoder layers; embeddings and lm_head stay bf16; adapter as in LoRA
-    distill: the student trained in full, plus the teacher's bf16 weights for its logits
+    distill: the student trained in full. With an online teacher (in the training job) its
+            bf16 weights and forward pass join every step; with thrifty's offline signal (the
+            default) the teacher runs once, in a separate capture job (vLLM, prefill only)
+            on the fewest GPUs that hold its weights, and training reads top-k log-probabilities
+            (top_k x (id + fp16) bytes per token) from disk.
 Activations assume gradient checkpointing: each layer's input is kept, one layer is recomputed
 at a time, and the logits are held in bf16 and fp32 for the loss.
 Time: FLOPs per token (6 x params for full training, 4 x params with a frozen base, plus 2 x
@@ -37,6 +41,8 @@ class Job:
     lora_rank: int = 16
     mfu: float = 0.4
     teacher: ModelShape | None = None  # distillation only
+    teacher_signal: str = "offline"  # distillation: "offline" (captured once) or "online"
+    top_k: int = 20  # offline teacher signal: log-probabilities kept per token
 
 
 def lora_params(shape: ModelShape, rank: int) -> int:
@@ -65,9 +71,9 @@ def memory(shape: ModelShape, job: Job) -> dict:
     if job.method == "full":
         parts = {"weights": 2 * params, "gradients": 2 * params, "optimizer": 12 * params}
     elif job.method == "distill":
-        teacher = job.teacher.params if job.teacher else 0
-        parts = {"weights": 2 * params, "gradients": 2 * params, "optimizer": 12 * params,
-                 "teacher_weights": 2 * teacher}
+        parts = {"weights": 2 * params, "gradients": 2 * params, "optimizer": 12 * params}
+        if _online_teacher(job):
+            parts["teacher_weights"] = 2 * job.teacher.params
     elif job.method in ("lora", "qlora"):
         adapter = lora_params(shape, job.lora_rank)
         if job.method == "lora":
@@ -80,8 +86,20 @@ def memory(shape: ModelShape, job: Job) -> dict:
         raise ValueError(job.method)
     parts["activations"] = activation_bytes(shape, job)
     if job.method == "distill" and job.teacher:
+        # the teacher's logits (online) or its top-k rows widened to the vocab (offline)
         parts["activations"] += job.sequence_tokens * job.micro_batch * job.teacher.vocab * 4
     return parts
+
+
+def _online_teacher(job: Job) -> bool:
+    return job.method == "distill" and job.teacher is not None and job.teacher_signal == "online"
+
+
+def signal_bytes_per_token(job: Job) -> int:
+    """Stored bytes per token of thrifty's offline signal: ids (uint16 when the vocab fits,
+    else int32) and fp16 log-probabilities."""
+    id_bytes = 2 if job.teacher and job.teacher.vocab <= 65536 else 4
+    return job.top_k * (id_bytes + 2)
 
 
 def flops_per_token(shape: ModelShape, job: Job) -> float:
@@ -91,9 +109,36 @@ def flops_per_token(shape: ModelShape, job: Job) -> float:
     else:
         flops = 4 * params + 6 * lora_params(shape, job.lora_rank)
     flops += 2 * params  # recomputing checkpointed activations
-    if job.method == "distill" and job.teacher:
+    if _online_teacher(job):
         flops += 2 * job.teacher.params
     return flops
+
+
+def capture_plan(job: Job, gpu: Gpu, price: Price | None) -> dict:
+    """The offline teacher signal: one prefill pass of the teacher over the training tokens
+    (once, whatever the epochs), on the fewest GPUs (tensor parallel) that hold its bf16
+    weights within vLLM's 90% memory budget with a tenth of it left for activations."""
+    teacher = job.teacher
+    weights = 2 * teacher.params
+    budget = gpu.memory_gib * GIB * 0.9 * 0.9
+    gpus = next((n for n in (1, 2, 4, 8) if weights / n <= budget), None)
+    result = {"method": "distill: teacher capture", "model": teacher.name,
+              "params": teacher.params, "gpu": gpu.id,
+              "memory_gb": {"teacher_weights": round(weights / GB, 1)},
+              "model_states_gb": round(weights / GB, 1), "total_gb": round(weights / GB, 1),
+              "gpus": gpus, "tokens": job.tokens, "mfu": job.mfu, "figures": "modelled",
+              "signal_gb": round(job.tokens * signal_bytes_per_token(job) / GB, 1),
+              "signal_bytes_per_token": signal_bytes_per_token(job)}
+    if gpus is None:
+        result["problem"] = (f"the teacher's {weights / GB:.0f} GB of bf16 weights need more "
+                             f"than 8 x {gpu.memory_gib:g} GiB; capture from a quantized "
+                             "teacher")
+        return result
+    hours = 2 * teacher.params * job.tokens / (gpus * gpu.bf16_tflops * 1e12 * job.mfu) / 3600
+    result.update({"hours": round(hours, 2), "gpu_hours": round(hours * gpus, 1)})
+    if price:
+        result["usd"] = round(hours * gpus * price.usd_per_gpu_hour, 2)
+    return result
 
 
 def plan(shape: ModelShape, job: Job, gpu: Gpu, price: Price | None) -> dict:

@@ -7,13 +7,14 @@ processes: launched with torchrun it trains with DDP (gloo on CPU, NCCL on GPUs)
 Trainer call of thrifty is in this module.
 """
 
+import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
-from transformers.trainer_utils import get_last_checkpoint
 
 from thrifty.core import hf, lora, teacher_signal
 from thrifty.core.jobs import Events
@@ -103,6 +104,27 @@ class ProgressReporter(TrainerCallback):
                            f"kd {logs.get('kd')}) · {tokens_per_s:,.0f} tok/s")
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was completely written; newer, half-written ones are removed.
+
+    The Trainer writes a checkpoint in place (no temporary name) and trainer_state.json last,
+    so a run killed while saving leaves a folder that transformers' get_last_checkpoint would
+    pick and fail to load.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def training_arguments(params: dict) -> TrainingArguments:
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
@@ -159,7 +181,7 @@ def train(params: dict, events: Events) -> dict:
         callbacks=[reporter], teacher=teacher,
         loss_settings={"loss": params["loss"], "alpha": params["alpha"],
                        "temperature": params["temperature"], "beta": params["beta"]})
-    resume_from = get_last_checkpoint(params["checkpoints_dir"]) if params["resume"] else None
+    resume_from = last_complete_checkpoint(params["checkpoints_dir"]) if params["resume"] else None
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=resume_from)
     train_s = time.monotonic() - started
