@@ -112,6 +112,9 @@ def distill(**options) -> None:
                    engines_used=("compress", "vllm")) as run:
         result = run_stages(settings, inputs, options, out, run)
         run.record(result["measured"], details=result["details"])
+    if options["capture_only"] and as_json:
+        emit_json({"run": str(run.path), "out": str(out), **result})
+        return
     if options["capture_only"]:
         click.echo(f"Teacher signal captured in {out / 'signal'}: "
                    f"{result['measured']['signal_bytes']:,} bytes, "
