@@ -17,20 +17,12 @@ Writes results/distill.json and results/distill.md. Run from the repository root
 import argparse
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
+
+from common import thrifty
 
 HERE = Path(__file__).resolve().parent
 TEACHER = "smollm2-135m"
-
-
-def thrifty(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "thrifty", *args, "--json"],
-                          stdout=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"thrifty {' '.join(args)} failed")
-    return json.loads(done.stdout)
 
 
 def gap_closed(before: float, after: float, teacher: float) -> float:

@@ -21,11 +21,11 @@ Writes benchmarks/results/lora_serving.json and .md.
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import thrifty
 
 from thrifty.benchmark import load
 from thrifty.core import hardware, models, prepare
@@ -38,12 +38,6 @@ RAW = RESULTS / "lora_serving.partial.json"  # rows so far, rewritten after each
 MIXED = ("history", "chemistry")  # the two adapters of the mixed traffic, round-robin
 HOT = "arts"  # the adapter hot-loaded and unloaded repeatedly
 VOCAB = 49152
-
-
-def thrifty_cli(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "thrifty", *args, "--json"],
-                          stdout=subprocess.PIPE, text=True, check=True)
-    return json.loads(done.stdout)
 
 
 def start(base: models.ModelRef, workdir: Path, adapter_paths: dict[str, Path],
@@ -107,10 +101,10 @@ def main() -> None:
     demo = {m["name"]: Path(m["path"]) for m in demo_adapters.train()}
     work = Path(tempfile.mkdtemp(prefix="thrifty-bench-lora-"))
     merged_dir = work / "merged-history"
-    thrifty_cli("adapters", "merge", "smollm2-135m", str(demo["history"]),
+    thrifty("adapters", "merge", "smollm2-135m", str(demo["history"]),
                 "--out", str(merged_dir))
     quantized_dir = work / "smollm2-gptq"
-    thrifty_cli("quantize", "smollm2-135m", "--method", "gptq", "--num-samples", "32",
+    thrifty("quantize", "smollm2-135m", "--method", "gptq", "--num-samples", "32",
                 "--seq-len", "256", "--out", str(quantized_dir), "--no-verify")
     mixed = {n: demo[n] for n in MIXED}
     allow = [str(demo[HOT].parent)]

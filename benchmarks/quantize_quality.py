@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import thrifty
+
 HERE = Path(__file__).resolve().parent
 MODEL = "smollm2-135m"
 ROWS = [  # name, extra quantize args
@@ -32,14 +34,6 @@ ROWS = [  # name, extra quantize args
     ("GPTQ 4-bit g64, no act-order", ["--method", "gptq", "--no-actorder"]),
     ("GPTQ 4-bit g64, dampening 0.1", ["--method", "gptq", "--dampening", "0.1"]),
 ]
-
-
-def thrifty(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "thrifty", *args, "--json"],
-                          stdout=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"thrifty {' '.join(args)} failed")
-    return json.loads(done.stdout)
 
 
 def timed(command: list[str]) -> float:
