@@ -39,19 +39,23 @@ def main() -> None:
     parser.add_argument("--alphas", default="0.5", help="distillation weights to run")
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--out", default="distill")
+    parser.add_argument("--fresh", action="store_true", help="retrain students already in --work")
     args = parser.parse_args()
 
     common = ["--teacher", TEACHER, "--student-from-teacher", "--keep-layers",
               str(args.keep_layers), "--steps", str(args.steps), "--batch-size",
               str(args.batch_size), "--seq-len", str(args.seq_len), "--save-steps",
-              str(args.steps), "--no-eval", "--force"]
+              str(args.steps), "--no-eval"]
     runs = [("cross-entropy only", "ce", ["--alpha", "0"])]
     runs += [(f"distilled (alpha {a}, forward KL, top-20)", f"kd-{a}", ["--alpha", a])
              for a in args.alphas.split(",")]
     results = {}
     for name, folder, extra in runs:
         print(f"training: {name}", flush=True)
-        results[name] = thrifty("distill", *common, *extra, "--out", str(args.work / folder))
+        out = args.work / folder
+        # --resume reuses a finished or interrupted run with the same settings (--fresh: no)
+        again = "--resume" if out.exists() and not args.fresh else "--force"
+        results[name] = thrifty("distill", *common, *extra, again, "--out", str(out))
 
     print("evaluating", flush=True)
     first = args.work / runs[0][1]

@@ -201,3 +201,22 @@ def test_an_existing_unrelated_output_folder_is_not_touched(run_cli, isolated_ho
     assert result.exit_code != 0
     assert "not a thrifty distillation" in result.output
     assert (out / "keep.txt").read_text() == "x"
+
+
+def test_training_launchers():
+    from thrifty.distill.command import launcher
+
+    assert launcher({**SETTINGS, "world_size": 1}) is None
+    assert launcher(SETTINGS) == ["-m", "torch.distributed.run", "--standalone",
+                                  "--nproc_per_node", "2"]
+    assert launcher({**SETTINGS, "accelerate_config": "/c/fsdp.yaml"}) == [
+        "-m", "accelerate.commands.launch", "--config_file", "/c/fsdp.yaml"]
+
+
+def test_shipped_accelerate_configs_name_their_strategy():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
+    texts = {p.name: p.read_text() for p in folder.glob("*.yaml")}
+    assert "distributed_type: FSDP" in texts["fsdp.yaml"]
+    assert "zero_stage: 3" in texts["deepspeed-zero3.yaml"]

@@ -26,8 +26,14 @@ WORKER = textwrap.dedent('''
         print("loading weights...", file=sys.stderr)
         raise RuntimeError("segment of weights is corrupt")
 
+    def abort_at_exit(params, events):
+        import atexit, os
+        atexit.register(os.abort)  # as vLLM's engine threads sometimes do at teardown
+        return {"answer": 42}
+
     if __name__ == "__main__":
-        worker_main({"ok": ok, "user_error": user_error, "crash": crash})
+        worker_main({"ok": ok, "user_error": user_error, "crash": crash,
+                     "abort_at_exit": abort_at_exit})
 ''')
 
 
@@ -59,6 +65,13 @@ def test_crash_reports_exit_code_and_log_tail(worker, tmp_path):
     assert "loading weights..." in message
     assert "RuntimeError: segment of weights is corrupt" in message
     assert not (tmp_path / "job" / "result-crash.json").exists()
+
+
+def test_a_crash_after_the_result_is_written_keeps_the_result(worker, tmp_path):
+    result = jobs.run_job(sys.executable, "toy_worker", "abort_at_exit", {}, tmp_path / "job",
+                          env=worker)
+    assert result == {"answer": 42}
+    assert "result kept" in (tmp_path / "job" / "logs" / "abort_at_exit.log").read_text()
 
 
 def test_unknown_task(worker, tmp_path):

@@ -120,7 +120,7 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
     extra = (env or {}).get("PYTHONPATH")
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (engine_pythonpath(), extra) if p)
     child_env["PYTHONUNBUFFERED"] = "1"
-    user_error = None
+    user_error, finished = None, False
     with log_file.open("w") as log:
         proc = subprocess.Popen([python, *(launcher or []), "-m", module, str(job_file)],
                                 stdout=subprocess.PIPE,
@@ -134,11 +134,19 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
                 if event.get("type") == "error":
                     user_error = event
                 else:
+                    finished = finished or event.get("type") == "done"
                     on_event(event)
             code = proc.wait()
         except BaseException:
             stop_process_group(proc)
             raise
+    if code != 0 and finished and result_file.is_file():
+        # The task finished and wrote its result; the crash came in the interpreter's teardown
+        # (vLLM's engine threads can abort there: "terminate called without an active
+        # exception"). The result stands; the log keeps the crash.
+        with log_file.open("a") as log:
+            log.write(f"\n[thrifty] exit code {code} after the task finished; result kept\n")
+        code = 0
     if code != 0:
         if user_error:
             kind = getattr(errors, user_error.get("kind", ""), errors.ThriftyError)
