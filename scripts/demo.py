@@ -7,7 +7,8 @@ serves the quantized model with them in vLLM's OpenAI-compatible server, hot-loa
 adapter, queries the base and every adapter, benchmarks the quantized and the unquantized model
 under the same adapter mix (HTML reports), compares them, probes the machine, calibrates the
 throughput model on the bf16 run, projects the monthly serving cost of both variants on every
-catalog GPU (markdown and HTML reports) and the cost of fine-tuning, and prints a summary.
+catalog GPU (markdown and HTML reports) and the cost of fine-tuning, distills the model into a
+student with half its layers (teacher signal captured with vLLM), and prints a summary.
 Run it with `make demo`.
 """
 
@@ -41,6 +42,11 @@ BENCH_ARGS = ("--adapter-mix", BENCH_MIX, "--concurrency", "1,4", "--requests", 
 COST_ARGS = ("--requests-per-day", "1000000", "--input-tokens", "128", "--output-tokens", "32",
              "--slo", "ttft_ms=500,tpot_ms=50")
 COST_MD, COST_HTML = OUTPUT / "cost.md", OUTPUT / "cost.html"
+# The distillation section: a short run, enough to see the student move towards the teacher.
+DISTILLED = OUTPUT / "distilled"
+DISTILL_ARGS = ("--teacher", MODEL, "--student-from-teacher", "--keep-layers", "15",
+                "--steps", "30", "--batch-size", "4", "--seq-len", "128", "--learning-rate",
+                "3e-4", "--eval-tokens", "4096", "--out", str(DISTILLED), "--force")
 
 console = Console()
 
@@ -79,6 +85,7 @@ def main() -> None:
     thrifty("bench", "compare", base_bench["run"], served["bench"]["run"],
                           as_json=False)
     costs = cost_section(base_bench["run"])
+    distilled, distill_s = thrifty("distill", *DISTILL_ARGS)
 
     row, qrow = evaluated["rows"]
     completion = generated["completions"][0]
@@ -144,11 +151,18 @@ def main() -> None:
                         f"{option['price']['date']}), ${option['usd_per_1m_output_tokens']:.4f}"
                         f"/1M output tokens, TPOT {option['tpot_ms']} ms ({option['figures']})")
     summary.add_row("cost reports", f"{COST_HTML}\n{COST_MD}")
+    dm = distilled["measured"]
+    summary.add_row("distilled (15 of 30 layers, 30 steps)",
+                    f"perplexity teacher {dm['teacher_perplexity']:.1f}, student before "
+                    f"{dm['student_before_perplexity']:.1f}, after "
+                    f"{dm['student_after_perplexity']:.1f}; {dm['train_tokens_per_s']:.0f} "
+                    f"training tokens/s; teacher signal {dm['signal_bytes_per_token']:.0f} "
+                    f"bytes/token; {DISTILLED}/report.md")
     summary.add_row("step times", f"setup {setup_s:.0f} s, model {model_s:.0f} s, corpus "
                                   f"{corpus_s:.0f} s, generate {generate_s:.0f} s, quantize "
                                   f"{quantize_s:.0f} s, eval {eval_s:.0f} s, adapters "
                                   f"{adapters_s:.0f} s, serve, query and bench {serve_s:.0f} s, "
-                                  f"bench bf16 {base_bench_s:.0f} s")
+                                  f"bench bf16 {base_bench_s:.0f} s, distill {distill_s:.0f} s")
     summary.add_row("run records", f"{generated['run']}\n{quantized['run']}\n{evaluated['run']}"
                                    f"\n{served['ready']['run']}")
     console.print(summary)
@@ -166,6 +180,8 @@ def cost_section(bf16_bench_run: str) -> dict:
             "--top", "8", as_json=False)
     thrifty("cost", "finetune", MODEL, "--tokens", "1e8", "--gpu", "l4,h100-sxm",
             as_json=False)
+    thrifty("cost", "finetune", "llama-3.1-8b", "--method", "distill", "--teacher",
+            "llama-3.1-70b", "--tokens", "1e9", "--gpu", "h100-sxm", as_json=False)
     return {"probe": doctor["probe"], "calibration": calibration, "plan": plan}
 
 
