@@ -34,6 +34,16 @@ def test_rtn_checkpoint_is_recorded_and_served_by_vllm(rtn):
     assert not list(out.parent.glob(".*partial*"))  # no temporary folder left behind
 
 
+def test_a_quantized_checkpoint_teaches_through_vllm(rtn, tmp_path):
+    """The offline teacher signal of `thrifty distill` comes from whatever vLLM serves."""
+    out, _ = rtn
+    result = thrifty_json("distill", "--teacher", out, "--student", BASE, "--capture-only",
+                          "--steps", "2", "--batch-size", "2", "--seq-len", "64",
+                          "--out", tmp_path / "d")
+    assert result["details"]["capture"]["shards_captured_count"] == 1
+    assert 80 <= result["measured"]["signal_bytes_per_token"] < 90
+
+
 def test_gptq_with_calibration_then_eval_against_the_base(rtn, tmp_path):
     out = tmp_path / "gptq-w4"
     manifest = thrifty_json("quantize", BASE, "--out", out, "--num-samples", "8",
