@@ -16,17 +16,14 @@ Writes results/distill.json and results/distill.md. Run from the repository root
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from common import thrifty
 
+from thrifty.distill.report import gap_closed_pct
+
 HERE = Path(__file__).resolve().parent
 TEACHER = "smollm2-135m"
-
-
-def gap_closed(before: float, after: float, teacher: float) -> float:
-    return 100 * (math.log(before) - math.log(after)) / (math.log(before) - math.log(teacher))
 
 
 def main() -> None:
@@ -70,7 +67,7 @@ def main() -> None:
     for (name, _, _), trained_ppl in zip(runs, ppl[2:], strict=True):
         measured = results[name]["measured"]
         rows.append({"model": name, "perplexity": trained_ppl,
-                     "loss_gap_closed_pct": gap_closed(before_ppl, trained_ppl, teacher_ppl),
+                     "loss_gap_closed_pct": gap_closed_pct(before_ppl, trained_ppl, teacher_ppl),
                      "train_tokens_per_s": measured["train_tokens_per_s"],
                      "train_s": measured["train_s"],
                      "signal_bytes_per_token": measured.get("signal_bytes_per_token"),

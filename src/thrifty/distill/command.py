@@ -161,7 +161,8 @@ def resolve_settings(options: dict) -> dict:
         "beta": options["beta"], "temperature": options["temperature"],
         "alpha": options["alpha"], "teacher_signal": options["teacher_signal"],
         "top_k": options["top_k"], "world_size": options["processes"], "seed": options["seed"],
-        "accelerate_config": str(options["accelerate_config"] or "") or None,
+        "accelerate_config": (str(options["accelerate_config"])
+                              if options["accelerate_config"] else None),
     }
 
 
@@ -219,7 +220,6 @@ def run_stages(settings: dict, inputs: dict, options: dict, out: Path, run: RunR
         raise BadInput("--capture-only needs an offline teacher signal (--teacher-signal offline "
                        "and --alpha above 0).")
     if options["capture_only"]:
-        measured.setdefault("signal_bytes", 0)
         return {"measured": measured, "details": details}
 
     final = out / "student"

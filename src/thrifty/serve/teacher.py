@@ -35,7 +35,7 @@ def teacher_topk(params: dict, events: Events) -> dict:
     stage = "teacher top-k"
     events.progress(stage, done_before, total, "shards")
     started, positions = time.monotonic(), 0
-    for number, start, end in pending:
+    for done, (number, start, end) in enumerate(pending, start=done_before + 1):
         outputs = engine.generate_quietly(
             llm, engine.token_prompts([tokens[i].tolist() for i in range(start, end)]), sampling)
         ids, logprobs = [], []
@@ -56,8 +56,7 @@ def teacher_topk(params: dict, events: Events) -> dict:
                 "the same command with --resume to capture the rest.") from exc
         positions += (end - start) * (seq_len - 1)
         elapsed = time.monotonic() - started
-        events.progress(stage, total - len(teacher_signal.pending_shards(manifest)), total,
-                        "shards")
+        events.progress(stage, done, total, "shards")
         events.status(f"{positions / elapsed:,.0f} positions/s")
     elapsed = time.monotonic() - started
     return {"shards_captured_count": len(pending), "capture_s": round(elapsed, 2),
