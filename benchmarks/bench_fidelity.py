@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from thrifty.assets import prepare
 from thrifty.benchmark import workload
-from thrifty.core import hardware, prepare
+from thrifty.core import hardware
 from thrifty.core.execute import ensure_engine
 from thrifty.serve import server
 

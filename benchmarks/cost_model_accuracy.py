@@ -22,9 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from thrifty.benchmark import calibrate, model_shape, perf_model
-from thrifty.core import hardware, prepare, probe
+from thrifty.assets import prepare
+from thrifty.core import hardware
 from thrifty.core.execute import ensure_engine
+from thrifty.cost import calibrate, model_shape, perf_model
+from thrifty.formats import probe
 from thrifty.serve import server
 
 RESULTS = Path(__file__).parent / "results"

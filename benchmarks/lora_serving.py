@@ -27,8 +27,9 @@ from pathlib import Path
 
 from common import thrifty
 
+from thrifty.assets import models, prepare
 from thrifty.benchmark import load
-from thrifty.core import hardware, models, prepare
+from thrifty.core import hardware
 from thrifty.core.execute import ensure_engine
 from thrifty.serve import demo_adapters, server
 

@@ -67,7 +67,8 @@ def quality(work: Path, samples: int, seq_len: int, eval_tokens: int) -> dict:
 
 
 def overhead(work: Path, repeats: int, samples: int, seq_len: int) -> dict:
-    from thrifty.core import corpora, engines, models
+    from thrifty.assets import corpora, models
+    from thrifty.core import engines
 
     python = engines.python_for("compress")
     calib = str(corpora.enwiki_dir() / "calibration.jsonl")

@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from thrifty.core.openai_client import ServerClient
+from thrifty.formats.openai_api import ServerClient
 
 MODEL = "smollm2-135m"
 PROMPT = "The three most important things to know about Wikipedia are"

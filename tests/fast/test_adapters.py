@@ -5,8 +5,8 @@ import socket
 import pytest
 from safetensors_files import LLAMA, make_adapter, make_base
 
+from thrifty.assets.models import ModelRef
 from thrifty.core.errors import BadInput
-from thrifty.core.models import ModelRef
 from thrifty.serve import adapters, server
 
 

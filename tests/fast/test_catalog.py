@@ -4,8 +4,8 @@ import datetime
 
 import pytest
 
-from thrifty.benchmark import catalog
 from thrifty.core.errors import BadInput
+from thrifty.cost import catalog
 
 REQUIRED = ["h200", "h100-sxm", "h100-pcie", "a100-80gb", "a100-40gb", "l40s", "l4", "a10g",
             "t4", "rtx-4090", "rtx-6000-ada", "b200", "mi300x"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from thrifty.core import corpora
+from thrifty.assets import corpora
 from thrifty.core.errors import BadInput
 
 

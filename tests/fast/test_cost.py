@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from thrifty.benchmark import calibrate, catalog, cost, finetune_cost, model_shape
-from thrifty.benchmark.perf_model import (
+from thrifty.core.errors import BadInput
+from thrifty.cost import calibrate, catalog, finetune_cost, model_shape, serving
+from thrifty.cost.perf_model import (
     Efficiency,
     Hardware,
     decode_step,
@@ -15,8 +16,7 @@ from thrifty.benchmark.perf_model import (
     steady_state,
     step_seconds,
 )
-from thrifty.benchmark.simulate import Workload, simulate, summarize
-from thrifty.core.errors import BadInput
+from thrifty.cost.simulate import Workload, simulate, summarize
 
 EFF = Efficiency(memory=0.8, compute=0.5, overhead_ms=2.0)
 
@@ -121,27 +121,27 @@ def test_read_bench_rejects_other_files(tmp_path):
 @pytest.mark.parametrize("requests", [0, -5])
 def test_zero_or_negative_traffic_is_refused(requests):
     with pytest.raises(BadInput, match="requests per day"):
-        cost.Traffic(requests, 512, 256)
+        serving.Traffic(requests, 512, 256)
 
 
 def test_tokens_per_month_become_requests_per_day():
-    traffic = cost.Traffic.from_tokens_per_month(730e6, 700, 300, 1.0)
+    traffic = serving.Traffic.from_tokens_per_month(730e6, 700, 300, 1.0)
     assert traffic.requests_per_day == pytest.approx(730e6 / 1000 / (730 / 24))
     assert sum(traffic.tokens_per_month) == pytest.approx(730e6)
 
 
 def test_replicas_and_dollars_by_hand(cat):
     shape = model_shape.load("llama-3.1-8b")
-    traffic = cost.Traffic(2_000_000, 512, 256, peak_factor=3)
-    slo = cost.Slo(2000, 100)
-    option = cost.plan_option(cat.find("l40s"), shape, "bf16", EFF, cat, traffic, slo, 768)
+    traffic = serving.Traffic(2_000_000, 512, 256, peak_factor=3)
+    slo = serving.Slo(2000, 100)
+    option = serving.plan_option(cat.find("l40s"), shape, "bf16", EFF, cat, traffic, slo, 768)
     assert not option.problem
     per_replica = option.capacity.request_rate_per_s
     assert option.replicas == math.ceil(traffic.peak_rps / per_replica)
     assert slo.met(option.capacity) and option.state.request_rate_per_s <= per_replica * 1.01
     price = cat.cheapest("l40s", "on-demand").usd_per_gpu_hour
     assert option.usd_per_month("on-demand") == pytest.approx(option.gpus * price * 730)
-    row = cost.option_row(option, traffic, "on-demand")
+    row = serving.option_row(option, traffic, "on-demand")
     month_tokens = sum(traffic.tokens_per_month)
     assert row["usd_per_1m_tokens"] == pytest.approx(row["usd_per_month"] / month_tokens * 1e6,
                                                      rel=1e-3)
@@ -150,23 +150,23 @@ def test_replicas_and_dollars_by_hand(cat):
 
 
 def test_an_unreachable_slo_and_a_model_that_does_not_fit_are_reported(cat):
-    traffic = cost.Traffic(1000, 512, 256)
-    tight = cost.plan_option(cat.find("t4"), model_shape.load("llama-3.1-8b"), "w4a16", EFF, cat,
-                             traffic, cost.Slo(1, 1), 768)
+    traffic = serving.Traffic(1000, 512, 256)
+    tight = serving.plan_option(cat.find("t4"), model_shape.load("llama-3.1-8b"), "w4a16", EFF, cat,
+                             traffic, serving.Slo(1, 1), 768)
     assert "misses the SLO" in tight.problem
-    big = cost.plan_option(cat.find("l4"), model_shape.load("llama-3.1-405b"), "bf16", EFF, cat,
-                           traffic, cost.Slo(2000, 100), 768)
+    big = serving.plan_option(cat.find("l4"), model_shape.load("llama-3.1-405b"), "bf16", EFF, cat,
+                           traffic, serving.Slo(2000, 100), 768)
     assert "does not fit" in big.problem and "GiB" in big.problem
 
 
 def test_buy_vs_rent_reproduces_the_published_break_even(cat):
     h100 = cat.find("h100-sxm")
     aws = [p for p in cat.prices_for("h100-sxm", ("on-demand",)) if p.provider == "AWS"][0]
-    result = cost.buy_vs_rent(h100, 1, aws, 40, cost.Ownership(years=3))
+    result = serving.buy_vs_rent(h100, 1, aws, 40, serving.Ownership(years=3))
     # owning pays off above ~40 h/week over 2-3 years at hyperscaler prices
     assert 30 < result["break_even_hours_per_week"] < 50
     cheap = cat.cheapest("h100-sxm", "on-demand")
-    assert cost.buy_vs_rent(h100, 1, cheap, 40, cost.Ownership())["cheaper"] == "rent"
+    assert serving.buy_vs_rent(h100, 1, cheap, 40, serving.Ownership())["cheaper"] == "rent"
     capital = 30000 * 1.5
     margin = aws.usd_per_gpu_hour - 0.7 * 1.4 * 0.12
     assert result["break_even_hours_per_week"] == pytest.approx(capital / (156 * margin),

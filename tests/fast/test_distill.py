@@ -7,11 +7,11 @@ import math
 import pytest
 from safetensors_files import write_safetensors
 
-from thrifty.core import teacher_signal
 from thrifty.core.errors import BadInput
 from thrifty.distill import plan
 from thrifty.distill.prepare import choose_layers, pack_sequences
 from thrifty.distill.report import gap_closed_pct, markdown_report, summary
+from thrifty.formats import teacher_signal
 
 SETTINGS = {"teacher": "t", "student": None, "keep_layers": 4, "layer_selection": "even",
             "data": "enwiki", "seq_len": 64, "steps": 10, "batch_size": 2, "grad_accum": 3,

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from thrifty.benchmark import catalog, model_shape
-from thrifty.benchmark.fit import fit
 from thrifty.core.errors import BadInput
+from thrifty.cost import catalog, model_shape
+from thrifty.cost.fit import fit
 
 SMOLLM2_135M = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
                 "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,

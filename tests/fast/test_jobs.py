@@ -90,9 +90,9 @@ def test_worker_modules_import_without_cli_dependencies():
     """Workers run in engine envs, which have neither click nor rich."""
     import subprocess
 
-    code = ("import sys\n"
+    code = ("import importlib, sys\n"
             "sys.modules['click'] = None; sys.modules['rich'] = None\n"
-            "import thrifty.core.worker, thrifty.compress.worker, thrifty.serve.worker\n"
-            "import thrifty.serve.lora, thrifty.serve.vllm_server, thrifty.serve.teacher\n"
-            "import thrifty.distill.worker, thrifty.distill.prepare, thrifty.core.teacher_signal\n")
+            "from thrifty.core import tasks\n"
+            "for task in tasks.all_tasks(): importlib.import_module(task.module)\n"
+            "import thrifty.libs.vllm_server, thrifty.distill.prepare\n")
     subprocess.run([sys.executable, "-c", code], check=True)

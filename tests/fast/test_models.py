@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from thrifty.core import models
+from thrifty.assets import models
 from thrifty.core.errors import BadInput, HubUnreachable
 
 

@@ -14,7 +14,7 @@ from thrifty.benchmark import metrics, monitor
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
 from thrifty.benchmark.timing_server import TimingServer
 from thrifty.benchmark.workload import Prompt
-from thrifty.core.openai_client import ServerClient
+from thrifty.formats.openai_api import ServerClient
 
 MODEL = "timing-model"
 pytestmark = pytest.mark.timeout(30)

@@ -6,7 +6,8 @@ corpus); run records go to a temporary folder.
 
 import pytest
 
-from thrifty.core import corpora, engines, models
+from thrifty.assets import corpora, models
+from thrifty.core import engines
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import thrifty, thrifty_json
 
+from thrifty.assets import models
 from thrifty.benchmark import workload
-from thrifty.core import models
 from thrifty.serve import demo_adapters
 
 

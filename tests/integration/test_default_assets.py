@@ -4,7 +4,7 @@ import json
 
 from cli_helpers import thrifty_json
 
-from thrifty.core import corpora, models
+from thrifty.assets import corpora, models
 
 
 def test_default_model_is_a_real_safetensors_llama():

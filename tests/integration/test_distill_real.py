@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import thrifty, thrifty_json
 
+from thrifty.assets.models import DEFAULT_MODEL, prepared_dir
 from thrifty.core import engines, jobs
-from thrifty.core.models import DEFAULT_MODEL, prepared_dir
 
 SMALL = ["--seq-len", "64", "--batch-size", "2", "--no-eval"]
 
@@ -33,7 +33,8 @@ def engine_json(code: str, *args: str) -> dict:
 SIGNAL_AGAINST_TRANSFORMERS = """
 import json, sys
 import numpy as np, torch
-from thrifty.core import hf, teacher_signal
+from thrifty.formats import teacher_signal
+from thrifty.libs import hf
 reader = teacher_signal.SignalReader(sys.argv[1])
 model = hf.load_causal_lm(sys.argv[2])
 agree, diffs, mass = 0, [], []

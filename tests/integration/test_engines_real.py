@@ -7,7 +7,8 @@ import subprocess
 import pytest
 from cli_helpers import thrifty, thrifty_json
 
-from thrifty.core import engines, models
+from thrifty.assets import models
+from thrifty.core import engines
 
 
 def test_eval_real_model_is_plausible_recorded_and_deterministic(tmp_path):

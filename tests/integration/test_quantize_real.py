@@ -6,7 +6,8 @@ import subprocess
 import pytest
 from cli_helpers import thrifty, thrifty_json
 
-from thrifty.core import engines, models
+from thrifty.assets import models
+from thrifty.core import engines
 
 BASE = models.DEFAULT_MODEL
 

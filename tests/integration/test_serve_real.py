@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import thrifty, thrifty_json
 
-from thrifty.core import engines, jobs, models
-from thrifty.core.openai_client import ServerClient, ServerError
+from thrifty.assets import models
+from thrifty.core import engines, jobs
+from thrifty.formats.openai_api import ServerClient, ServerError
 from thrifty.serve import demo_adapters
 
 API_KEY = "test-key-123"

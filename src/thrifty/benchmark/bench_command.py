@@ -7,10 +7,11 @@ import time
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from thrifty.assets import prepare
 from thrifty.benchmark import html_report, metrics, report, workload
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import target as targets
-from thrifty.core import hardware, prepare
+from thrifty.core import hardware, tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import write_json
@@ -298,7 +299,7 @@ def bench_latency(model, batch_sizes, input_lens, output_lens, iterations, warmu
     ref = prepare.ensure_model(model)
     with RunRecord("bench-latency", {"model": model, **params}, engines_used=("vllm",)) as run:
         started = time.monotonic()
-        result = run_in_engine("vllm", "thrifty.serve.worker", "latency",
+        result = run_in_engine(tasks.LATENCY,
                                {**params, "model": ref.path}, run.path,
                                title=f"offline latency of {model}")
         cases = result["cases"]

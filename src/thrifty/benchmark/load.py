@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from thrifty.benchmark.metrics import percentile
-from thrifty.core.openai_client import ServerClient, ServerError
+from thrifty.formats.openai_api import ServerClient, ServerError
 
 
 @dataclass

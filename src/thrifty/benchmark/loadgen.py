@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from thrifty.benchmark.metrics import RequestRecord
 from thrifty.benchmark.workload import Prompt
-from thrifty.core.openai_client import error_text
+from thrifty.formats.openai_api import error_text
 
 JOIN_POLL_S = 0.2  # how often the main thread wakes up (so Ctrl-C is seen promptly)
 

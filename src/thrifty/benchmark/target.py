@@ -14,8 +14,8 @@ from thrifty.benchmark.memory import parse_startup_log
 from thrifty.core import jobs
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail
-from thrifty.core.openai_client import ServerClient, ServerError
 from thrifty.core.progress import stderr
+from thrifty.formats.openai_api import ServerClient, ServerError
 
 
 def connect(url: str, api_key: str | None, served_model: str | None) -> runner.Target:

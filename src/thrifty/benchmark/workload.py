@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from thrifty.core import corpora, models, prepare
+from thrifty.assets import corpora, models, prepare
 from thrifty.core.errors import BadInput
 
 BASE = "base"  # the adapter-mix name of the base model

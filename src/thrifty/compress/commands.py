@@ -2,7 +2,8 @@
 
 import click
 
-from thrifty.core import prepare
+from thrifty.assets import prepare
+from thrifty.core import tasks
 from thrifty.core.execute import run_in_engine
 from thrifty.core.output import emit_json, json_option, mib, table
 from thrifty.core.runs import RunRecord
@@ -40,7 +41,7 @@ def eval_command(model_refs: tuple[str, ...], corpus: str, max_tokens: int, wind
               "stride": stride}
     with RunRecord("eval", config, engines_used=("compress",)) as run:
         result = run_in_engine(
-            "compress", "thrifty.compress.worker", "evaluate",
+            tasks.EVALUATE,
             {"models": [{"name": r.name, "path": r.path} for r in refs],
              "corpus_path": str(corpus_path), "max_tokens": max_tokens, "window": window,
              "stride": stride},

@@ -10,7 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
-from thrifty.core import corpora, hardware
+from thrifty.assets import corpora
+from thrifty.core import hardware
 from thrifty.core.errors import BadInput
 from thrifty.core.jobs import Events
 
@@ -21,8 +22,7 @@ AUTO_GROUP_SIZES = (128, 64, 32)
 def plan(model_path: str, method: str, bits: int, group_size: str | int, num_samples: int,
          seq_len: int, out_parent: str) -> dict:
     """Everything decided and checked before calibration; raises BadInput on what won't work."""
-    from thrifty.compress import llmc
-    from thrifty.core import hf
+    from thrifty.libs import hf, llmc
 
     model = hf.meta_model(model_path)
     config = model.config
@@ -125,8 +125,7 @@ def samples_sha256(samples: list[list[int]]) -> str:
 
 def quantize(params: dict, events: Events) -> dict:
     """Calibrate and save a compressed-tensors checkpoint into params['out_dir']."""
-    from thrifty.compress import llmc
-    from thrifty.core import hf
+    from thrifty.libs import hf, llmc
 
     started = time.monotonic()
     events.status("preflight: architecture, group size, memory, disk")

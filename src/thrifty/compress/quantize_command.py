@@ -4,8 +4,9 @@ from pathlib import Path
 
 import click
 
+from thrifty.assets import prepare
 from thrifty.compress.schemes import SCHEMES
-from thrifty.core import prepare
+from thrifty.core import tasks
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import atomic_folder, check_output_free, weights_bytes, write_json
@@ -94,7 +95,7 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
     with RunRecord("quantize", {**params, "model": model, "out": str(out_dir)},
                    engines_used=engines_used) as run:
         with atomic_folder(out_dir, force=force) as tmp:
-            result = run_in_engine("compress", "thrifty.compress.worker", "quantize",
+            result = run_in_engine(tasks.QUANTIZE,
                                    {**params, "out_dir": str(tmp)}, run.path,
                                    title=f"quantizing {model}")
             manifest = {"base_model": ref.path, "base_model_name": model, **result,
@@ -124,7 +125,7 @@ def _verify(out_dir: Path, run_dir: Path) -> dict:
     """Load the checkpoint in the vllm engine and generate a few tokens from it."""
     try:
         generated = run_in_engine(
-            "vllm", "thrifty.serve.worker", "generate",
+            tasks.GENERATE,
             {"model": str(out_dir), "prompts": [VERIFY_PROMPT], "max_tokens": 12,
              "max_model_len": 512, "compile": False},
             run_dir, title="verifying in vLLM")

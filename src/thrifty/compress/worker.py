@@ -6,7 +6,7 @@ Run as `<compress engine python> -m thrifty.compress.worker <job file>`.
 import time
 from pathlib import Path
 
-from thrifty.core import corpora
+from thrifty.assets import corpora
 from thrifty.core.files import weights_bytes
 from thrifty.core.jobs import Events, worker_main
 
@@ -16,7 +16,7 @@ def evaluate(params: dict, events: Events) -> dict:
     import torch
 
     from thrifty.compress.perplexity import evaluation_tokens, perplexity, tokens_sha256
-    from thrifty.core import hf
+    from thrifty.libs import hf
 
     torch.manual_seed(0)
     records = corpora.read_records(Path(params["corpus_path"]))
@@ -61,5 +61,7 @@ def quantize(params: dict, events: Events) -> dict:
     return run_quantize(params, events)
 
 
+TASKS = {"evaluate": evaluate, "quantize": quantize}
+
 if __name__ == "__main__":
-    worker_main({"evaluate": evaluate, "quantize": quantize})
+    worker_main(TASKS)

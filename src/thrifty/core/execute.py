@@ -4,6 +4,7 @@ from pathlib import Path
 
 from thrifty.core import engines, jobs
 from thrifty.core.progress import ProgressDisplay
+from thrifty.core.tasks import Task
 
 
 def ensure_engine(name: str) -> str:
@@ -14,9 +15,10 @@ def ensure_engine(name: str) -> str:
         return engines.ensure(name, display.handle)
 
 
-def run_in_engine(engine: str, module: str, task: str, params: dict, workdir: Path,
-                  title: str, env: dict | None = None, launcher: list[str] | None = None) -> dict:
-    python = ensure_engine(engine)
+def run_in_engine(task: Task, params: dict, workdir: Path, title: str, env: dict | None = None,
+                  launcher: list[str] | None = None, engine: str | None = None) -> dict:
+    """Run `task` in its engine (or in `engine`, for a model registered with another one)."""
+    python = ensure_engine(engine or task.engine)
     with ProgressDisplay(title) as display:
-        return jobs.run_job(python, module, task, params, workdir, display.handle, env=env,
-                            launcher=launcher)
+        return jobs.run_job(python, task.module, task.name, params, workdir, display.handle,
+                            env=env, launcher=launcher)

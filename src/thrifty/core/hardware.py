@@ -87,3 +87,11 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_name(described: dict | None = None) -> str:
+    """The first GPU's name, or the CPU model and its cores."""
+    hw = described or describe()
+    if hw["gpus"]:
+        return hw["gpus"][0]["name"]
+    return f"{hw['cpu_model']} ({hw['cpu_cores']} cores)"

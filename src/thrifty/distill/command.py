@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from thrifty.core import prepare, teacher_signal
+from thrifty.assets import prepare
+from thrifty.core import tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import read_json, write_json, write_text
@@ -20,6 +21,7 @@ from thrifty.core.output import emit_json, json_option, table
 from thrifty.core.runs import RunRecord
 from thrifty.distill import plan
 from thrifty.distill.report import markdown_report, summary
+from thrifty.formats import teacher_signal
 
 TRAIN_RESULT = "train.json"  # the training job's figures, kept for a later --resume
 
@@ -190,7 +192,7 @@ def run_stages(settings: dict, inputs: dict, options: dict, out: Path, run: RunR
     offline = settings["teacher_signal"] == "offline" and settings["alpha"] > 0
     signal_dir = out / "signal"
     student_init = Path(student.path) if student else out / "student-init"
-    prepared = run_in_engine("compress", "thrifty.distill.worker", "prepare", {
+    prepared = run_in_engine(tasks.DISTILL_PREPARE, {
         "teacher_path": teacher.path, "teacher_name": teacher.name,
         "student_path": student.path if student else None,
         "student_name": student.name if student else None,
@@ -206,7 +208,7 @@ def run_stages(settings: dict, inputs: dict, options: dict, out: Path, run: RunR
                      "student_init": str(student_init)}
 
     if offline:
-        captured = run_in_engine("vllm", "thrifty.serve.worker", "teacher_topk", {
+        captured = run_in_engine(tasks.TEACHER_TOPK, {
             "signal_dir": str(signal_dir), "teacher_path": teacher.path,
             "tensor_parallel": options["teacher_tp"]}, run.path,
             title="capturing the teacher signal")
@@ -244,7 +246,7 @@ def train_student(settings: dict, options: dict, out: Path, teacher_path: str,
     """Train into <out>/.student.partial; publish student/ (and adapter/) only when done."""
     partial = out / ".student.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    trained = run_in_engine("compress", "thrifty.distill.worker", "train", {
+    trained = run_in_engine(tasks.DISTILL_TRAIN, {
         **{k: settings[k] for k in ("steps", "batch_size", "grad_accum", "learning_rate",
                                     "warmup_steps", "lora", "lora_rank", "loss", "beta",
                                     "temperature", "alpha", "seed")},
@@ -266,7 +268,7 @@ def train_student(settings: dict, options: dict, out: Path, teacher_path: str,
 
 def evaluate(teacher, student_init: Path, final: Path, eval_tokens: int, run: RunRecord) -> list:
     corpus_path = prepare.ensure_corpus("enwiki", "evaluation")
-    result = run_in_engine("compress", "thrifty.compress.worker", "evaluate", {
+    result = run_in_engine(tasks.EVALUATE, {
         "models": [{"name": f"teacher ({teacher.name})", "path": teacher.path},
                    {"name": "student before", "path": str(student_init)},
                    {"name": "student after", "path": str(final)}],

@@ -12,10 +12,11 @@ Each step is skipped when its output already exists: rerunning after an interrup
 
 from pathlib import Path
 
-from thrifty.core import corpora, teacher_signal
+from thrifty.assets import corpora
 from thrifty.core.errors import BadInput
 from thrifty.core.files import atomic_folder, read_json, write_json
 from thrifty.core.jobs import Events
+from thrifty.formats import teacher_signal
 
 IMPORTANCE_SEQUENCES = 8  # sequences used to rank the teacher's layers
 STUDENT_INFO = "thrifty-student.json"  # how a derived student was made
@@ -54,7 +55,7 @@ def choose_layers(importance: list[float] | None, layers_count: int, keep: int) 
 def prepare(params: dict, events: Events) -> dict:
     import torch
 
-    from thrifty.core import hf
+    from thrifty.libs import hf
 
     teacher_path = params["teacher_path"]
     result: dict = {}

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
-from thrifty.core import hf, lora, teacher_signal
 from thrifty.core.jobs import Events
 from thrifty.distill.losses import distillation_loss
+from thrifty.formats import teacher_signal
+from thrifty.libs import hf, lora
 
 
 class SequenceDataset(torch.utils.data.Dataset):

@@ -1,11 +1,12 @@
-"""Compress-engine tasks of `thrifty distill`: `prepare` (distill/prepare.py) and `train`
-(distill/trainer.py).
+"""Engine tasks of `thrifty distill`: `prepare` (distill/prepare.py) and `train`
+(distill/trainer.py) in the compress engine, `teacher_topk` (distill/capture.py) in the vLLM engine.
 
-Run as `<compress engine python> -m thrifty.distill.worker <job file>`, or under torchrun /
-accelerate launch for several processes; then only rank 0 reports and writes the result.
+Run as `<engine python> -m thrifty.distill.worker <job file>`, or under torchrun / accelerate
+launch for several processes; then only rank 0 reports and writes the result.
 """
 
 from thrifty.core.jobs import Events, worker_main
+from thrifty.distill.capture import teacher_topk
 
 
 def prepare(params: dict, events: Events) -> dict:
@@ -20,5 +21,7 @@ def train(params: dict, events: Events) -> dict:
     return run_train(params, events)
 
 
+TASKS = {"prepare": prepare, "train": train, "teacher_topk": teacher_topk}
+
 if __name__ == "__main__":
-    worker_main({"prepare": prepare, "train": train})
+    worker_main(TASKS)

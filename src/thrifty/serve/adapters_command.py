@@ -4,13 +4,14 @@ from pathlib import Path
 
 import click
 
-from thrifty.core import prepare
+from thrifty.assets import prepare
+from thrifty.core import tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import atomic_folder, check_output_free, write_json
-from thrifty.core.openai_client import ServerClient, ServerError
 from thrifty.core.output import emit_json, json_option, mib, table
 from thrifty.core.runs import RunRecord
+from thrifty.formats.openai_api import ServerClient, ServerError
 from thrifty.serve import adapters, demo_adapters
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -171,7 +172,7 @@ def adapters_merge(base: str, adapter: str, out: str, force: bool, as_json: bool
     with RunRecord("adapters-merge", {"base": ref.path, "adapter": info.path,
                                       "out": str(out_dir)}, engines_used=("compress",)) as run:
         with atomic_folder(out_dir, force=force) as tmp:
-            result = run_in_engine("compress", "thrifty.serve.lora", "merge_adapter",
+            result = run_in_engine(tasks.MERGE_ADAPTER,
                                    {"base_path": ref.path, "adapter_path": info.path,
                                     "out_dir": str(tmp)}, run.path,
                                    title=f"merging {Path(info.path).name} into {base}")

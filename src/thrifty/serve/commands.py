@@ -2,7 +2,8 @@
 
 import click
 
-from thrifty.core import prepare
+from thrifty.assets import prepare
+from thrifty.core import tasks
 from thrifty.core.execute import run_in_engine
 from thrifty.core.output import emit_json, json_option
 from thrifty.core.runs import RunRecord
@@ -34,7 +35,7 @@ def generate(model: str, prompts: tuple[str, ...], max_tokens: int, max_model_le
               "max_model_len": max_model_len, "compile": compile_model}
     with RunRecord("generate", config, engines_used=("vllm",)) as run:
         result = run_in_engine(
-            "vllm", "thrifty.serve.worker", "generate",
+            tasks.GENERATE,
             {"model": ref.path, "prompts": list(prompts), "max_tokens": max_tokens,
              "max_model_len": max_model_len, "compile": compile_model},
             run.path, title=f"generating with {model}")

@@ -11,7 +11,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from thrifty.core import corpora, paths, prepare
+from thrifty.assets import corpora, prepare
+from thrifty.core import paths, tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import read_json, write_json
@@ -70,7 +71,7 @@ def _train(out: Path, names: list[str], training: dict) -> None:
     staging = out / f".training-{time.strftime('%Y%m%d-%H%M%S')}"
     work = paths.home() / "work" / staging.name
     try:
-        result = run_in_engine("compress", "thrifty.serve.lora", "train_adapters",
+        result = run_in_engine(tasks.TRAIN_ADAPTERS,
                                {**training, "base_path": base.path, "slices": slices,
                                 "out_dir": str(staging)},
                                work, title=f"training {len(names)} demo adapter(s)")

@@ -1,6 +1,6 @@
 """Compress-engine tasks for LoRA adapters (peft calls themselves are in core/lora.py).
 
-Run as `<compress engine python> -m thrifty.serve.lora <job file>`. Tasks:
+Tasks of serve's worker (`thrifty.serve.worker`), run in the compress engine:
 - `train_adapters`: small LoRA adapters on text slices (the demo adapters),
 - `merge_adapter`: fold an adapter into a copy of its base (to serve it as its own model),
 - `reference_generate`: greedy tokens from transformers + peft, the reference that served
@@ -10,8 +10,8 @@ Run as `<compress engine python> -m thrifty.serve.lora <job file>`. Tasks:
 import time
 from pathlib import Path
 
-from thrifty.core.jobs import Events, worker_main
-from thrifty.core.lora import add_lora, merged, with_adapter
+from thrifty.core.jobs import Events
+from thrifty.libs.lora import add_lora, merged, with_adapter
 
 
 def _token_windows(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
@@ -27,7 +27,7 @@ def train_adapters(params: dict, events: Events) -> dict:
     """Train one LoRA adapter per slice of text, each from the same base weights."""
     import torch
 
-    from thrifty.core import hf
+    from thrifty.libs import hf
 
     torch.manual_seed(params["seed"])
     tokenizer = hf.load_tokenizer(params["base_path"])
@@ -70,7 +70,7 @@ def train_adapters(params: dict, events: Events) -> dict:
 
 def merge_adapter(params: dict, events: Events) -> dict:
     """Base weights + the adapter's low-rank update, saved as a plain checkpoint."""
-    from thrifty.core import hf
+    from thrifty.libs import hf
 
     events.status("loading base and adapter")
     model = with_adapter(hf.load_causal_lm(params["base_path"], dtype="auto"),
@@ -87,7 +87,7 @@ def reference_generate(params: dict, events: Events) -> dict:
     """Greedy token ids for each prompt, from the base alone or base + adapter."""
     import torch
 
-    from thrifty.core import hf
+    from thrifty.libs import hf
 
     tokenizer = hf.load_tokenizer(params["base_path"])
     model = hf.load_causal_lm(params["base_path"], dtype=params["dtype"])
@@ -104,8 +104,3 @@ def reference_generate(params: dict, events: Events) -> dict:
         outputs.append({"prompt": prompt, "token_ids": new_ids,
                         "text": tokenizer.decode(new_ids, skip_special_tokens=True)})
     return {"outputs": outputs}
-
-
-if __name__ == "__main__":
-    worker_main({"train_adapters": train_adapters, "merge_adapter": merge_adapter,
-                 "reference_generate": reference_generate})

@@ -6,7 +6,8 @@ import time
 
 import click
 
-from thrifty.core import hardware, prepare
+from thrifty.assets import prepare
+from thrifty.core import hardware
 from thrifty.core.execute import ensure_engine
 from thrifty.core.output import json_option
 from thrifty.core.progress import stderr

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thrifty.assets.models import ModelRef
 from thrifty.core import hardware, jobs
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail, write_json
-from thrifty.core.models import ModelRef
-from thrifty.core.openai_client import ServerClient
+from thrifty.formats.openai_api import ServerClient
 from thrifty.serve import adapters
 
 HOT_LOAD_HEADROOM = 4  # adapters vLLM keeps in memory beyond the per-batch slots
@@ -77,7 +77,7 @@ class ServePlan:
         return args
 
     def launcher_config(self) -> dict:
-        """What `thrifty.serve.vllm_server` needs: vLLM's arguments, and the summary (from which
+        """What `thrifty.libs.vllm_server` needs: vLLM's arguments, and the summary (from which
         the server takes its adapter policy)."""
         return {"vllm_args": self.vllm_args(), "info": self.summary()}
 
@@ -188,7 +188,7 @@ class ServerProcess:
             env["VLLM_API_KEY"] = self.plan.api_key
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "thrifty.serve.vllm_server", str(self.config_path)],
+                [self.python, "-m", "thrifty.libs.vllm_server", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)

@@ -4,12 +4,15 @@ import time
 
 import click
 
-from thrifty.core import corpora, engines, hardware, models, paths, prepare, probe
+from thrifty.assets import corpora, models, prepare
+from thrifty.core import engines, hardware, paths, tasks
 from thrifty.core.errors import BadInput
+from thrifty.core.execute import run_in_engine
 from thrifty.core.files import read_json
 from thrifty.core.output import emit_json, json_option, mib, table
 from thrifty.core.progress import ProgressDisplay
 from thrifty.core.runs import RunRecord
+from thrifty.formats import probe
 
 ENGINE_CHOICE = click.Choice(sorted(engines.ENGINES))
 
@@ -68,7 +71,8 @@ def doctor(run_the_probe: bool, as_json: bool) -> None:
     measured_probe = None
     if run_the_probe:
         with RunRecord("probe", {}, engines_used=("compress",)) as run:
-            measured_probe = probe.run_probe(run.path)
+            measured_probe = probe.save_probe(run_in_engine(
+                tasks.PROBE, {}, run.path, "probing memory bandwidth and matmul rate"))
             keys = ("bandwidth_gb_per_s", "bf16_tflop_per_s", "fp32_tflop_per_s")
             run.record({k: measured_probe[k] for k in keys}, details=measured_probe)
     report = {

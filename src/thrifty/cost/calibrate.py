@@ -12,13 +12,13 @@ import datetime
 import math
 from pathlib import Path
 
-from thrifty.benchmark.model_shape import ModelShape
-from thrifty.benchmark.perf_model import Efficiency, Hardware
 from thrifty.benchmark.report import load_bench
-from thrifty.benchmark.simulate import Workload, simulate, summarize
 from thrifty.core import paths
 from thrifty.core.errors import BadInput
 from thrifty.core.files import read_json, write_json
+from thrifty.cost.model_shape import ModelShape
+from thrifty.cost.perf_model import Efficiency, Hardware
+from thrifty.cost.simulate import Workload, simulate, summarize
 
 FITTED_METRICS = ("ttft_ms_p50", "tpot_ms_p50", "output_throughput_tokens_per_s")
 REPORTED_METRICS = ("ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "output_throughput_tokens_per_s")

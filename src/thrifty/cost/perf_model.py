@@ -15,9 +15,9 @@ to other hardware; without a calibration, defaults are used and every output say
 import math
 from dataclasses import asdict, dataclass
 
-from thrifty.benchmark.catalog import Gpu
-from thrifty.benchmark.fit import max_batched_tokens
-from thrifty.benchmark.model_shape import ModelShape
+from thrifty.cost.catalog import Gpu
+from thrifty.cost.fit import max_batched_tokens
+from thrifty.cost.model_shape import ModelShape
 
 MAX_NUM_SEQS = 256  # vLLM's default cap on sequences in one batch (OpenAI server, most GPUs)
 

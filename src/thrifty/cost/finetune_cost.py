@@ -20,8 +20,8 @@ over the GPUs' dense bf16 rate x model FLOPs utilisation (MFU, 0.4 by default).
 import math
 from dataclasses import dataclass
 
-from thrifty.benchmark.catalog import Gpu, Price
-from thrifty.benchmark.model_shape import GIB, ModelShape
+from thrifty.cost.catalog import Gpu, Price
+from thrifty.cost.model_shape import GIB, ModelShape
 
 METHODS = ("full", "lora", "qlora", "distill")
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # weights, fp8 scales, fp32 scale scales

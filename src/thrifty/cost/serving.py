@@ -15,10 +15,11 @@ A figure comes from a measurement (a `thrifty bench` run given with --bench) or 
 import math
 from dataclasses import dataclass, field
 
-from thrifty.benchmark.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog, Gpu, Price
-from thrifty.benchmark.fit import Fit, fit
-from thrifty.benchmark.model_shape import ModelShape
-from thrifty.benchmark.perf_model import (
+from thrifty.core.errors import BadInput
+from thrifty.cost.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog, Gpu, Price
+from thrifty.cost.fit import Fit, fit
+from thrifty.cost.model_shape import ModelShape
+from thrifty.cost.perf_model import (
     Efficiency,
     Hardware,
     SteadyState,
@@ -26,7 +27,6 @@ from thrifty.benchmark.perf_model import (
     steady_state,
     step_seconds,
 )
-from thrifty.core.errors import BadInput
 
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24
 

@@ -7,8 +7,8 @@ workspaces) and gives the rest to the KV cache. Every figure here is modelled.
 
 from dataclasses import dataclass
 
-from thrifty.benchmark.catalog import Gpu
-from thrifty.benchmark.model_shape import GIB, ModelShape
+from thrifty.cost.catalog import Gpu
+from thrifty.cost.model_shape import GIB, ModelShape
 
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of device memory
 RUNTIME_FIXED_GIB = 1.5  # CUDA context, cuBLAS/NCCL workspaces and CUDA graphs, per GPU

@@ -1,6 +1,6 @@
 """vLLM's OpenAI-compatible server with thrifty's adapter policy (runs inside the vllm engine).
 
-Run as `<vllm engine python> -m thrifty.serve.vllm_server <config.json>`; `thrifty serve`
+Run as `<vllm engine python> -m thrifty.libs.vllm_server <config.json>`; `thrifty serve`
 writes the config. Before handing over to vLLM's own entry point this module:
 - checks every adapter vLLM is asked to load (at start, and through /v1/load_lora_adapter)
   with thrifty's rules: an allowed folder, safetensors LoRA weights, shapes that fit the base,

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from thrifty.core import models
+from thrifty.assets import models
 from thrifty.core.errors import BadInput
 
 GIB = 1024**3

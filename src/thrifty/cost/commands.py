@@ -5,17 +5,18 @@ from pathlib import Path
 
 import click
 
-from thrifty.benchmark import calibrate, catalog, cost, cost_report, finetune_cost, model_shape
-from thrifty.benchmark.fit import fit as fit_model
-from thrifty.benchmark.fit import memory_needed_text
 from thrifty.benchmark.metrics import parse_slo
-from thrifty.benchmark.perf_model import DEFAULT_GPU_EFFICIENCY, Efficiency, Hardware
-from thrifty.core import probe
 from thrifty.core.errors import BadInput
 from thrifty.core.files import check_output_free, write_text
 from thrifty.core.output import DefaultSubcommandGroup, emit_json, json_option, table
 from thrifty.core.progress import stderr
 from thrifty.core.runs import RunRecord
+from thrifty.cost import calibrate, catalog, finetune_cost, model_shape, serving
+from thrifty.cost import report as cost_report
+from thrifty.cost.fit import fit as fit_model
+from thrifty.cost.fit import memory_needed_text
+from thrifty.cost.perf_model import DEFAULT_GPU_EFFICIENCY, Efficiency, Hardware
+from thrifty.formats import probe
 
 CATALOG_HELP = ("A TOML file of [[gpu]] / [[price]] tables that adds GPUs or overrides prices "
                 "(same format as the shipped catalog; $THRIFTY_HOME/gpus.toml is read too).")
@@ -280,16 +281,16 @@ def cost_plan(models: tuple[str, ...], requests_per_day, tokens_per_month, input
         if tokens_per_month <= 0:
             raise BadInput(f"--tokens-per-month is {tokens_per_month:g}; traffic must be "
                            "positive. Give the tokens you expect to serve in a month.")
-        traffic = cost.Traffic.from_tokens_per_month(tokens_per_month, input_tokens,
+        traffic = serving.Traffic.from_tokens_per_month(tokens_per_month, input_tokens,
                                                      output_tokens, peak_factor)
     else:
-        traffic = cost.Traffic(requests_per_day, input_tokens, output_tokens, peak_factor)
+        traffic = serving.Traffic(requests_per_day, input_tokens, output_tokens, peak_factor)
     limits = parse_slo(slo_text)
     extra = sorted(set(limits) - {"ttft_ms", "tpot_ms"})
     if extra:
         raise BadInput(f"--slo: the cost model plans for ttft_ms and tpot_ms; drop "
                        f"{', '.join(extra)}.")
-    slo = cost.Slo(limits.get("ttft_ms"), limits.get("tpot_ms"))
+    slo = serving.Slo(limits.get("ttft_ms"), limits.get("tpot_ms"))
     eff = choose_efficiency(calibration_file, efficiency_text)
     cat = catalog.load(catalog_file)
     gpus = cat.select(_names(gpu_names))
@@ -297,7 +298,7 @@ def cost_plan(models: tuple[str, ...], requests_per_day, tokens_per_month, input
     options = []
     for label, shape in shapes:
         for gpu in gpus:
-            options.append(cost.plan_option(gpu, shape, label, eff, cat, traffic, slo,
+            options.append(serving.plan_option(gpu, shape, label, eff, cat, traffic, slo,
                                             traffic.input_tokens + traffic.output_tokens))
     if bench_run:
         apply_bench(options, bench_run, bench_gpu, cat, slo, traffic)
@@ -306,8 +307,8 @@ def cost_plan(models: tuple[str, ...], requests_per_day, tokens_per_month, input
         raise BadInput(f"No option fits: every model variant needs more memory than a node of "
                        f"any catalog GPU offers (the smallest needs about {need:.0f} GiB). Add a "
                        "quantized variant (--variants w4a16) or a larger GPU (--catalog).")
-    ranked = cost.rank(options, pricing)
-    own = cost.Ownership(years=years, usd_per_kwh=usd_per_kwh)
+    ranked = serving.rank(options, pricing)
+    own = serving.Ownership(years=years, usd_per_kwh=usd_per_kwh)
     report = cost_report.build(ranked, traffic, slo, pricing, eff, cat, models, hours_per_week,
                                own)
     with RunRecord("cost", {"models": list(models), "traffic": traffic.as_dict(),
@@ -349,7 +350,7 @@ def apply_bench(options: list, bench_run: str, bench_gpu: str | None, cat, slo, 
         raise BadInput(f"--bench-gpu {bench_gpu}: no option on that GPU fits the model, so the "
                        "bench run cannot stand in for one.")
     # The bench served one model as it is: it measures the first model's first variant.
-    cost.measured_option(candidates[0], bench, slo, traffic, folder.name)
+    serving.measured_option(candidates[0], bench, slo, traffic, folder.name)
 
 
 # ---------------------------------------------------------------- calibrate / check

@@ -1,5 +1,5 @@
 """vLLM-engine task `teacher_topk`: the teacher's top-k log-probabilities for every position of
-the training sequences, written shard by shard (core/teacher_signal.py) so that it resumes.
+the training sequences, written shard by shard (formats/teacher_signal.py) so that it resumes.
 
 vLLM serves the teacher here because it loads whatever vLLM serves (a quantized checkpoint
 too) and shards a large teacher over GPUs with tensor parallelism.
@@ -9,15 +9,15 @@ import errno
 import time
 from pathlib import Path
 
-from thrifty.core import teacher_signal
 from thrifty.core.errors import BadInput
 from thrifty.core.jobs import Events
+from thrifty.formats import teacher_signal
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def teacher_topk(params: dict, events: Events) -> dict:
-    from thrifty.serve import engine
+    from thrifty.libs import vllm_offline
 
     folder = Path(params["signal_dir"])
     manifest = teacher_signal.read_manifest(folder)
@@ -28,19 +28,19 @@ def teacher_topk(params: dict, events: Events) -> dict:
     if not pending:
         return {"shards_captured_count": 0, "capture_s": 0.0}
     events.status("starting vLLM with the teacher")
-    llm = engine.offline_llm(params["teacher_path"], max_model_len=seq_len + 1,
+    llm = vllm_offline.offline_llm(params["teacher_path"], max_model_len=seq_len + 1,
                              max_logprobs=top_k, tensor_parallel_size=params["tensor_parallel"])
     tokens = teacher_signal.load_tokens(folder)
-    sampling = engine.prompt_topk_params(top_k)
+    sampling = vllm_offline.prompt_topk_params(top_k)
     stage = "teacher top-k"
     events.progress(stage, done_before, total, "shards")
     started, positions = time.monotonic(), 0
     for done, (number, start, end) in enumerate(pending, start=done_before + 1):
-        outputs = engine.generate_quietly(
-            llm, engine.token_prompts([tokens[i].tolist() for i in range(start, end)]), sampling)
+        prompts = vllm_offline.token_prompts([tokens[i].tolist() for i in range(start, end)])
+        outputs = vllm_offline.generate_quietly(llm, prompts, sampling)
         ids, logprobs = [], []
         for output in outputs:
-            seq_ids, seq_logprobs = engine.prompt_topk(output, top_k)
+            seq_ids, seq_logprobs = vllm_offline.prompt_topk(output, top_k)
             ids.append(seq_ids)
             logprobs.append(seq_logprobs)
         try:
@@ -61,4 +61,4 @@ def teacher_topk(params: dict, events: Events) -> dict:
     elapsed = time.monotonic() - started
     return {"shards_captured_count": len(pending), "capture_s": round(elapsed, 2),
             "capture_positions_per_s": round(positions / elapsed, 1),
-            "vllm_version": engine.version()}
+            "vllm_version": vllm_offline.version()}

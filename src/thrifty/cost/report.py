@@ -3,8 +3,6 @@ and a self-contained HTML page with a cost-vs-latency chart."""
 
 import datetime
 
-from thrifty.benchmark import cost
-from thrifty.benchmark.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog
 from thrifty.benchmark.html_report import (
     BOTTOM,
     COLORS,
@@ -24,19 +22,21 @@ from thrifty.benchmark.html_report import (
     scale,
 )
 from thrifty.benchmark.html_report import table as html_table
-from thrifty.benchmark.perf_model import Efficiency
 from thrifty.core.output import table
+from thrifty.cost import serving
+from thrifty.cost.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog
+from thrifty.cost.perf_model import Efficiency
 
 
-def build(ranked: list, traffic: cost.Traffic, slo: cost.Slo, pricing: str, eff: Efficiency,
+def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str, eff: Efficiency,
           cat: Catalog, models: tuple[str, ...], hours_per_week: float,
-          own: cost.Ownership) -> dict:
-    rows = [cost.option_row(o, traffic, pricing) for o in ranked]
-    serving = [o for o in ranked if o.usd_per_month(pricing) is not None]
+          own: serving.Ownership) -> dict:
+    rows = [serving.option_row(o, traffic, pricing) for o in ranked]
+    priced = [o for o in ranked if o.usd_per_month(pricing) is not None]
     buy = []
-    for option in serving[:5]:
+    for option in priced[:5]:
         rent = option.prices.get(pricing)
-        result = cost.buy_vs_rent(option.gpu, option.gpus, rent, hours_per_week, own)
+        result = serving.buy_vs_rent(option.gpu, option.gpus, rent, hours_per_week, own)
         buy.append({"variant": option.variant, **result})
     return {
         "schema": "thrifty.cost", "version": 1,

@@ -3,7 +3,8 @@
 import time
 from pathlib import Path
 
-from thrifty.core import corpora, models, paths
+from thrifty.assets import corpora, models
+from thrifty.core import paths, tasks
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import atomic_folder, read_json
 
@@ -17,10 +18,10 @@ def prepare_model(name: str, force: bool = False) -> dict:
     started = time.monotonic()
     with atomic_folder(target, force=True) as tmp:
         manifest = run_in_engine(
-            entry["engine"], "thrifty.core.worker", "convert_gguf",
+            tasks.CONVERT_GGUF,
             {"name": name, "module": entry["module"], "gguf_file": entry["gguf_file"],
              "out_dir": str(tmp)},
-            _work_dir("prepare-model"), title=f"preparing {name}",
+            _work_dir("prepare-model"), title=f"preparing {name}", engine=entry["engine"],
         )
     return {**manifest, "prepare_s": round(time.monotonic() - started, 1)}
 
@@ -38,7 +39,7 @@ def prepare_enwiki(force: bool = False) -> dict:
     if corpora.enwiki_ready() and not force:
         return read_json(target / "meta.json")
     with atomic_folder(target, force=True) as tmp:
-        return run_in_engine("compress", "thrifty.core.worker", "prepare_enwiki",
+        return run_in_engine(tasks.PREPARE_ENWIKI,
                              {"out_dir": str(tmp)}, _work_dir("prepare-corpus"),
                              title="preparing enwiki")
 

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 
 from thrifty.benchmark.metrics import percentile
-from thrifty.benchmark.model_shape import ModelShape
-from thrifty.benchmark.perf_model import Efficiency, Hardware, Step, step_seconds
+from thrifty.cost.model_shape import ModelShape
+from thrifty.cost.perf_model import Efficiency, Hardware, Step, step_seconds
 
 # Requests sent at the same instant reach the engine a little apart (the API server parses and
 # tokenizes each), and an idle engine starts a step for the first one at once. So the first

@@ -6,8 +6,8 @@ generated `iterations` times with end-of-sequence ignored (exact output lengths)
 is also run for one output token, which times the prefill alone, so that decode time per step
 is (latency - prefill) / (output tokens - 1).
 
-A task of the serve part's vLLM worker (`thrifty.serve.worker`); `thrifty bench latency` runs
-it through the job protocol.
+A task of the benchmark's worker (`thrifty.benchmark.worker`, run in the vLLM engine);
+`thrifty bench latency` runs it through the job protocol.
 """
 
 import random
@@ -28,19 +28,19 @@ def _percentile(values: list[float], pct: float) -> float:
 
 
 def _timed(llm, prompts, sampling) -> float:
-    from thrifty.serve import engine
+    from thrifty.libs import vllm_offline
 
     started = time.perf_counter()
-    engine.generate_quietly(llm, prompts, sampling)
+    vllm_offline.generate_quietly(llm, prompts, sampling)
     return time.perf_counter() - started
 
 
 def latency(params: dict, events: Events) -> dict:
-    from thrifty.serve import engine
+    from thrifty.libs import vllm_offline
 
     events.progress("start vLLM", 0, 1, "steps")
     started = time.monotonic()
-    llm = engine.offline_llm(params["model"], params["max_model_len"], eager=params["eager"])
+    llm = vllm_offline.offline_llm(params["model"], params["max_model_len"], eager=params["eager"])
     start_s = time.monotonic() - started
     events.progress("start vLLM", 1, 1, "steps")
     vocab = llm.get_tokenizer().vocab_size
@@ -50,10 +50,10 @@ def latency(params: dict, events: Events) -> dict:
     cases = []
     for number, (batch, input_len, output_len) in enumerate(combos):
         events.progress("measure", number, len(combos), "cases")
-        prompts = engine.token_prompts([[rng.randrange(100, vocab) for _ in range(input_len)]
+        prompts = vllm_offline.token_prompts([[rng.randrange(100, vocab) for _ in range(input_len)]
                                         for _ in range(batch)])
-        full = engine.exact_length_params(output_len)
-        prefill_only = engine.exact_length_params(1)
+        full = vllm_offline.exact_length_params(output_len)
+        prefill_only = vllm_offline.exact_length_params(1)
         for _ in range(params["warmup_iterations"]):
             _timed(llm, prompts, full)
         latencies = [_timed(llm, prompts, full) for _ in range(params["iterations"])]
@@ -61,7 +61,7 @@ def latency(params: dict, events: Events) -> dict:
         cases.append(_case(batch, input_len, output_len, latencies, prefills))
     events.progress("measure", len(combos), len(combos), "cases")
     return {"cases": cases, "engine_start_s": round(start_s, 2),
-            "vllm_version": engine.version()}
+            "vllm_version": vllm_offline.version()}
 
 
 def _case(batch: int, input_len: int, output_len: int, latencies: list[float],
