@@ -30,8 +30,9 @@ import urllib.request
 from pathlib import Path
 
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
-from thrifty.benchmark.metrics import RequestRecord, error_kinds, percentile
+from thrifty.benchmark.metrics import RequestRecord, error_kinds
 from thrifty.benchmark.workload import Prompt
+from thrifty.core.stats import percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "timing-model"

@@ -14,6 +14,7 @@ from thrifty.benchmark import metrics, monitor
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
 from thrifty.benchmark.timing_server import TimingServer
 from thrifty.benchmark.workload import Prompt
+from thrifty.core import stats
 from thrifty.formats.openai_api import ServerClient
 
 MODEL = "timing-model"
@@ -97,7 +98,7 @@ def test_open_loop_constant_rate_keeps_its_schedule():
     assert gaps == pytest.approx([0.05] * 19, abs=1e-9)
     lags = [r.started_s - r.scheduled_s for r in records]
     assert min(lags) >= 0
-    assert metrics.percentile(lags, 50) < 0.02
+    assert stats.percentile(lags, 50) < 0.02
 
 
 def test_models_health_metrics_and_plain_completions():

@@ -8,10 +8,10 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from thrifty.assets import prepare
-from thrifty.benchmark import html_report, metrics, report, workload
+from thrifty.benchmark import html_report, report, workload
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import target as targets
-from thrifty.core import hardware, tasks
+from thrifty.core import hardware, stats, tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import write_json
@@ -130,7 +130,7 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
     if concurrency and rate:
         raise BadInput("Give either --concurrency (closed loop) or --rate (open loop); cap an "
                        "open loop's requests in flight with --max-concurrency.")
-    slo = metrics.parse_slo(slo_text) if slo_text else None
+    slo = stats.parse_slo(slo_text) if slo_text else None
     mix = workload.parse_adapter_mix(mix_text) if mix_text else None
     input_len = workload.parse_length(input_tokens, "--input-tokens")
     output_len = workload.parse_length(output_tokens, "--output-tokens")

@@ -15,16 +15,7 @@ import statistics
 import time
 
 from thrifty.core.jobs import Events
-
-PERCENTILES = (50, 90, 99)
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+from thrifty.core.stats import PERCENTILES, percentile
 
 
 def _timed(llm, prompts, sampling) -> float:
@@ -71,7 +62,7 @@ def _case(batch: int, input_len: int, output_len: int, latencies: list[float],
     case = {"batch_size": batch, "input_tokens": input_len, "output_tokens": output_len,
             "iterations_count": len(latencies)}
     for pct in PERCENTILES:
-        case[f"latency_ms_p{pct}"] = round(_percentile(latencies, pct) * 1000, 3)
+        case[f"latency_ms_p{pct}"] = round(percentile(latencies, pct) * 1000, 3)
     case["latency_ms_mean"] = round(mean * 1000, 3)
     case["prefill_ms_median"] = round(prefill * 1000, 3)
     case["decode_step_ms_mean"] = (round((statistics.median(latencies) - prefill)

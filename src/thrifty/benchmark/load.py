@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from thrifty.benchmark.metrics import percentile
+from thrifty.core.stats import percentile
 from thrifty.formats.openai_api import ServerClient, ServerError
 
 

@@ -10,15 +10,10 @@
 Errors count as requests that missed the SLO and are reported, never dropped.
 """
 
-import re
-import statistics
 from dataclasses import asdict, dataclass, field
 
-from thrifty.core.errors import BadInput
-
-PERCENTILES = (50, 90, 99)
-# SLO keys -> the per-request value they limit (all in milliseconds).
-SLO_KEYS = {"ttft_ms": "ttft_s", "tpot_ms": "tpot_s", "itl_ms": "itl_max_s", "e2e_ms": "e2e_s"}
+from thrifty.core import stats
+from thrifty.core.stats import SLO_KEYS, stats_ms
 
 
 @dataclass
@@ -40,9 +35,7 @@ class RequestRecord:
 
     @property
     def tpot_s(self) -> float | None:
-        if not self.ok or self.ttft_s is None or self.e2e_s is None or self.output_tokens < 2:
-            return None
-        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+        return stats.tpot_s(self.e2e_s, self.ttft_s, self.output_tokens) if self.ok else None
 
     @property
     def itl_max_s(self) -> float | None:
@@ -54,26 +47,6 @@ class RequestRecord:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "tpot_s": self.tpot_s}
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default method, as vLLM uses)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def _stats_ms(name: str, values: list[float]) -> dict:
-    out = {}
-    for pct in PERCENTILES:
-        value = percentile(values, pct)
-        out[f"{name}_p{pct}"] = round(value * 1000, 3) if value is not None else None
-    out[f"{name}_mean"] = round(statistics.fmean(values) * 1000, 3) if values else None
-    return out
 
 
 def duration_s(records: list[RequestRecord]) -> float:
@@ -117,10 +90,10 @@ def aggregate(records: list[RequestRecord], slo: dict[str, float] | None = None,
         "total_throughput_tokens_per_s": (round((input_tokens + output_tokens) / span, 3)
                                           if span > 0 else None),
     }
-    summary |= _stats_ms("ttft_ms", [r.ttft_s for r in ok if r.ttft_s is not None])
-    summary |= _stats_ms("tpot_ms", [r.tpot_s for r in ok if r.tpot_s is not None])
-    summary |= _stats_ms("itl_ms", [gap for r in ok for gap in r.itl_s])
-    summary |= _stats_ms("e2e_ms", [r.e2e_s for r in ok if r.e2e_s is not None])
+    summary |= stats_ms("ttft_ms", [r.ttft_s for r in ok if r.ttft_s is not None])
+    summary |= stats_ms("tpot_ms", [r.tpot_s for r in ok if r.tpot_s is not None])
+    summary |= stats_ms("itl_ms", [gap for r in ok for gap in r.itl_s])
+    summary |= stats_ms("e2e_ms", [r.e2e_s for r in ok if r.e2e_s is not None])
     if slo:
         good = sum(1 for r in records if meets_slo(r, slo))
         summary["slo_attainment_pct"] = round(100 * good / len(records), 2) if records else None
@@ -140,29 +113,3 @@ def error_kinds(records: list[RequestRecord]) -> dict[str, int]:
 def point_meets_slo(summary: dict, attainment_pct: float) -> bool:
     value = summary.get("slo_attainment_pct")
     return value is not None and summary["requests_count"] > 0 and value >= attainment_pct
-
-
-# --- parsing the SLO option ---------------------------------------------------------------
-
-_SLO_ITEM = re.compile(r"^\s*([a-z0-9_]+)\s*=\s*([0-9]*\.?[0-9]+)\s*$")
-
-
-def parse_slo(text: str) -> dict[str, float]:
-    """'ttft_ms=500,tpot_ms=50' -> {'ttft_ms': 500.0, 'tpot_ms': 50.0}."""
-    slo: dict[str, float] = {}
-    for item in text.split(","):
-        match = _SLO_ITEM.match(item)
-        if not match:
-            raise BadInput(f"--slo {text!r}: {item.strip()!r} is not KEY=MILLISECONDS. Write "
-                           f"for example --slo ttft_ms=500,tpot_ms=50 (keys: "
-                           f"{', '.join(SLO_KEYS)}).")
-        key, value = match.group(1), float(match.group(2))
-        if key not in SLO_KEYS:
-            raise BadInput(f"--slo {text!r}: unknown limit {key!r}. The limits are "
-                           f"{', '.join(SLO_KEYS)} (milliseconds).")
-        if value <= 0:
-            raise BadInput(f"--slo {text!r}: {key} must be a positive number of milliseconds.")
-        if key in slo:
-            raise BadInput(f"--slo {text!r}: {key} is given twice.")
-        slo[key] = value
-    return slo

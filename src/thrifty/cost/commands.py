@@ -5,12 +5,12 @@ from pathlib import Path
 
 import click
 
-from thrifty.benchmark.metrics import parse_slo
 from thrifty.core.errors import BadInput
 from thrifty.core.files import check_output_free, write_text
 from thrifty.core.output import DefaultSubcommandGroup, emit_json, json_option, table
 from thrifty.core.progress import stderr
 from thrifty.core.runs import RunRecord
+from thrifty.core.stats import parse_slo
 from thrifty.cost import calibrate, catalog, finetune_cost, model_shape, serving
 from thrifty.cost import report as cost_report
 from thrifty.cost.fit import fit as fit_model

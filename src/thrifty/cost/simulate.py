@@ -13,7 +13,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from thrifty.benchmark.metrics import percentile
+from thrifty.core.stats import percentile
 from thrifty.cost.model_shape import ModelShape
 from thrifty.cost.perf_model import Efficiency, Hardware, Step, step_seconds
 
