@@ -2,28 +2,25 @@
 arrival rate (open loop: constant or Poisson), timing every chunk.
 
 Each worker thread keeps one HTTP/1.1 keep-alive connection (as aiohttp does for `vllm bench
-serve`) and parses the server-sent events itself, so the client adds well under a millisecond
-to a request's time to first token (measured in benchmarks/client_capacity.py). A server that
+serve`): a socket-level thrifty.formats.openai_api.StreamConnection, whose one parser of the
+server-sent events ServerClient.stream uses too. The client adds well under a millisecond to
+a request's time to first token (measured in benchmarks/client_capacity.py). A server that
 answers with an error or drops the connection mid-stream produces a failed record, never
 retried; the one retry is of a send on a kept-alive connection the server had already closed.
 """
 
 import contextlib
-import http.client
 import json
 import queue
 import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from thrifty.benchmark.metrics import RequestRecord
 from thrifty.benchmark.workload import Prompt
-from thrifty.formats.openai_api import error_text
+from thrifty.formats.openai_api import CompletionStream, StreamConnection
 
 JOIN_POLL_S = 0.2  # how often the main thread wakes up (so Ctrl-C is seen promptly)
 
@@ -49,119 +46,6 @@ class Profile:
         if self.kind == "concurrency":
             return f"concurrency {int(self.load)}"
         return f"{self.kind} {self.load:g} req/s"
-
-
-class Connection:
-    """One keep-alive connection to the server, reopened after any failure. It owns its
-    socket so that each request leaves in a single write (http.client sends the headers and
-    the body separately, which costs a few tenths of a millisecond of TTFT)."""
-
-    def __init__(self, url: str, api_key: str | None, timeout_s: float):
-        parts = urlsplit(url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (443 if self.https else 80)
-        path = parts.path.rstrip("/").removesuffix("/v1") + "/v1/completions"
-        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-        self.head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                     f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-                     f"{auth}Content-Length: ")
-        self.timeout_s = timeout_s
-        self.sock: socket.socket | None = None
-
-    def connect(self) -> socket.socket:
-        if self.sock is None:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.https:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
-            self.sock = sock
-        return self.sock
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def _post(self, body: bytes) -> http.client.HTTPResponse:
-        sock = self.connect()
-        sock.sendall(f"{self.head}{len(body)}\r\n\r\n".encode() + body)
-        response = http.client.HTTPResponse(sock, method="POST")
-        response.begin()
-        return response
-
-    def _send(self, body: bytes) -> http.client.HTTPResponse:
-        """POST on the kept-alive connection. A server may close an idle keep-alive connection
-        at any moment; a reused connection that fails before any answer is retried once on a
-        fresh one (as aiohttp does; the server cannot have started that request)."""
-        reused = self.sock is not None
-        try:
-            return self._post(body)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            self.close()
-            if not reused:
-                raise
-        return self._post(body)
-
-    def stream(self, body: bytes, record: RequestRecord, clock: Callable[[], float]) -> None:
-        """Send one streamed completion and fill `record` with its timeline."""
-        chunks = 0
-        started = clock()
-        record.started_s = started
-        try:
-            response = self._send(body)
-            if response.status != 200:
-                record.error = f"HTTP {response.status}: {error_text(response.read())[:300]}"
-                record.e2e_s = clock() - started
-                if response.will_close:
-                    self.close()
-                return
-            last, done = started, False
-            while True:
-                line = response.readline()
-                if not line:
-                    break
-                line = line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
-                    break
-                data = json.loads(payload)
-                if data.get("choices"):
-                    now = clock()
-                    if chunks == 0:
-                        record.ttft_s = now - started
-                    else:
-                        record.itl_s.append(now - last)
-                    last = now
-                    chunks += 1
-                if usage := data.get("usage"):
-                    record.output_tokens = usage.get("completion_tokens") or 0
-                    if usage.get("prompt_tokens") is not None:
-                        record.input_tokens = usage["prompt_tokens"]
-            record.e2e_s = clock() - started
-            if done:
-                response.read()  # the chunked body's end, so the connection can be reused
-                if response.will_close:
-                    self.close()
-            if not done:
-                record.error = (f"the server closed the stream after {chunks} chunks without "
-                                "finishing it")
-                self.close()
-                return
-            if chunks == 0:
-                record.error = "the stream carried no tokens"
-                return
-            if not record.output_tokens:
-                record.output_tokens = chunks  # a server that does not report usage
-            record.ok = True
-        except (http.client.HTTPException, OSError, ValueError) as exc:
-            record.e2e_s = clock() - started
-            what = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-            record.error = f"connection failed after {chunks} chunks ({what})"
-            self.close()
 
 
 def request_body(job: Job, ignore_eos: bool) -> bytes:
@@ -238,19 +122,28 @@ class LoadRun:
                         else 1.0 / profile.load)
         pool.close()
 
-    def send(self, connection: Connection, point: int, job: Job,
+    def send(self, connection: StreamConnection, point: int, job: Job,
              scheduled: float | None, keep: bool) -> None:
-        result = RequestRecord(point=point, model=job.model, adapter=job.adapter,
-                               started_s=0.0, scheduled_s=scheduled)
-        connection.stream(request_body(job, self.ignore_eos), result, self.clock)
-        if result.input_tokens is None:
-            result.input_tokens = job.prompt.input_tokens
+        stream = connection.stream(request_body(job, self.ignore_eos), self.clock)
+        result = as_record(stream, point, job, scheduled)
         if self.stop.is_set():
             return  # finished after Ctrl-C: not part of the kept results
         if keep:
             with self._lock:
                 self.records.append(result)
         self.on_done(result)
+
+
+def as_record(stream: CompletionStream, point: int, job: Job,
+              scheduled: float | None) -> RequestRecord:
+    """A request's timeline (on the run's clock) from its parsed stream."""
+    return RequestRecord(
+        point=point, model=job.model, adapter=job.adapter, started_s=stream.started_s,
+        ok=stream.ok, error=stream.error,
+        input_tokens=(stream.input_tokens if stream.input_tokens is not None
+                      else job.prompt.input_tokens),
+        output_tokens=stream.output_tokens or 0, ttft_s=stream.ttft_s, e2e_s=stream.e2e_s,
+        itl_s=stream.itl_s, scheduled_s=scheduled)
 
 
 class _WorkerPool:
@@ -289,7 +182,7 @@ class _WorkerPool:
             self.todo.put(None)
 
     def _work(self, next_job, queued: bool, start: threading.Barrier | None) -> None:
-        connection = Connection(self.run.url, self.run.api_key, self.run.timeout_s)
+        connection = StreamConnection(self.run.url, self.run.api_key, self.run.timeout_s)
         try:
             if start is not None:
                 with contextlib.suppress(OSError):  # a failed connect fails the first request
