@@ -27,8 +27,10 @@ demo: install
 
 test: lint test-fast test-integration
 
+# ruff, then the layer contract of pyproject.toml ([tool.importlinter]).
 lint: install
 	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/lint-imports
 
 test-fast: install chromium
 	$(BIN)/python -m pytest tests/fast -q

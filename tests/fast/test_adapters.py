@@ -7,7 +7,8 @@ from safetensors_files import LLAMA, make_adapter, make_base
 
 from thrifty.assets.models import ModelRef
 from thrifty.core.errors import BadInput
-from thrifty.serve import adapters, server
+from thrifty.formats import lora_adapter as adapters
+from thrifty.serve import server
 
 
 @pytest.fixture

@@ -2,11 +2,12 @@
 the side-by-side comparison of several runs (`thrifty bench compare`)."""
 
 import csv
-import json
 from pathlib import Path
 
-from thrifty.core.errors import BadInput
 from thrifty.core.output import table
+
+# The one loader lives with the format; `thrifty bench compare` reaches it as report.load_bench.
+from thrifty.formats.bench_result import load_bench  # noqa: F401
 
 # (metric key, column heading, True when higher is better)
 HEADLINE = [
@@ -158,26 +159,6 @@ def _fmt(value) -> str:
 
 
 # --- compare -----------------------------------------------------------------------------
-
-def load_bench(ref: str) -> tuple[str, dict]:
-    """A bench dict from a run folder, its result.json, or a bench JSON file."""
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        path = path / "result.json"
-    if not path.is_file():
-        raise BadInput(f"{ref} is neither a `thrifty bench` run folder nor a result.json file. "
-                       "Run folders are listed under $THRIFTY_HOME/runs (thrifty bench prints "
-                       "its own).")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path} is not valid JSON ({exc}).") from None
-    bench = data.get("details", {}).get("bench") if "details" in data else data
-    if not isinstance(bench, dict) or "bench_schema_version" not in bench:
-        raise BadInput(f"{path} is not the result of `thrifty bench` (it has no bench section; "
-                       f"its command is {data.get('command')!r}).")
-    return str(path.parent if path.name == "result.json" else path), bench
-
 
 def _load_key(point: dict) -> tuple[str, float]:
     """Points compare when their loads are equal: concurrency with concurrency, and arrival

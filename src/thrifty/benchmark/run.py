@@ -12,8 +12,7 @@ from thrifty.benchmark import metrics, workload
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
 from thrifty.benchmark.metrics import RequestRecord
 from thrifty.benchmark.monitor import Monitor
-
-BENCH_SCHEMA_VERSION = 1
+from thrifty.formats.bench_result import BENCH_SCHEMA_VERSION
 
 
 @dataclass

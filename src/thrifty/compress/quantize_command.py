@@ -9,11 +9,11 @@ from thrifty.compress.schemes import SCHEMES
 from thrifty.core import tasks
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.execute import run_in_engine
-from thrifty.core.files import atomic_folder, check_output_free, weights_bytes, write_json
+from thrifty.core.files import atomic_folder, check_output_free, weights_bytes
 from thrifty.core.output import emit_json, json_option, mib, table
 from thrifty.core.runs import RunRecord
+from thrifty.formats import quantize_manifest
 
-MANIFEST = "thrifty-quantize.json"
 VERIFY_PROMPT = "The capital of France is"
 VLLM_WEIGHT_BITS = (4, 8)  # what vLLM's WNA16 kernels implement
 
@@ -100,12 +100,12 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
                                    title=f"quantizing {model}")
             manifest = {"base_model": ref.path, "base_model_name": model, **result,
                         "verified": None, "run": str(run.path)}
-            write_json(tmp / MANIFEST, manifest)
+            quantize_manifest.write(tmp, manifest)
         manifest["weights_bytes"] = weights_bytes(out_dir)
         manifest["base_weights_bytes"] = weights_bytes(Path(ref.path))
         if not no_verify:
             manifest.update(_verify(out_dir, run.path))
-        write_json(out_dir / MANIFEST, manifest)
+        quantize_manifest.write(out_dir, manifest)
         run.record({"quantize_s": result["quantize_s"], "calibrate_s": result["calibrate_s"],
                     "weights_bytes": manifest["weights_bytes"],
                     **({"verify_s": manifest["verify_s"]} if "verify_s" in manifest else {})},
@@ -113,7 +113,7 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
         if manifest["verified"] is False:
             raise ThriftyError(
                 f"vLLM could not load the quantized checkpoint, so it is not servable as is. "
-                f"It is kept at {out_dir}, marked unverified in {MANIFEST}. "
+                f"It is kept at {out_dir}, marked unverified in {quantize_manifest.MANIFEST}. "
                 f"{manifest['verify_error']}")
     if as_json:
         emit_json(manifest)

@@ -8,25 +8,23 @@ Nelder-Mead), together with the lag from a client's send to the engine's queue. 
 efficiencies describe how well this engine uses this kind of hardware.
 """
 
-import datetime
 import math
 from pathlib import Path
 
-from thrifty.benchmark.report import load_bench
-from thrifty.core import paths
 from thrifty.core.errors import BadInput
-from thrifty.core.files import read_json, write_json
 from thrifty.cost.model_shape import ModelShape
 from thrifty.cost.perf_model import Efficiency, Hardware
 from thrifty.cost.simulate import Workload, simulate, summarize
+from thrifty.formats import calibration as calibration_file
+from thrifty.formats.bench_result import load_bench
 
 FITTED_METRICS = ("ttft_ms_p50", "tpot_ms_p50", "output_throughput_tokens_per_s")
 REPORTED_METRICS = ("ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "output_throughput_tokens_per_s")
 
 
 def read_bench(run: str | Path) -> tuple[dict, Path]:
-    """The bench dict of a run (report.load_bench) and its folder; it must have a successful
-    request to calibrate on."""
+    """The bench dict of a run (formats/bench_result.load_bench) and its folder; it must have a
+    successful request to calibrate on."""
     where, bench = load_bench(str(run))
     if not any(r.get("ok") for r in bench.get("requests", [])):
         raise BadInput(f"The bench run {run} has no successful request to calibrate on.")
@@ -143,33 +141,17 @@ def _toward(centroid: list[float], worst: list[float], t: float) -> list[float]:
     return [c + t * (w - c) for c, w in zip(centroid, worst, strict=True)]
 
 
-# --- calibration files
-
-def calibrations_dir() -> Path:
-    return paths.home() / "calibrations"
-
+# --- calibration files (format and loader: formats/calibration.py)
 
 def save(eff: Efficiency, hardware: dict, shape: ModelShape, run: Path, report: dict,
          out: Path | None = None) -> Path:
-    target = out or calibrations_dir() / f"{_slug(hardware['name'])}-{shape.precision}.json"
-    write_json(target, {
-        "kind": "thrifty.calibration", "version": 1,
-        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    return calibration_file.save({
         "hardware": hardware, "model": shape.name, "precision": shape.precision,
-        "bench_run": str(run), "efficiency": eff.as_dict(), "fit": report})
-    return target
+        "bench_run": str(run), "efficiency": eff.as_dict(), "fit": report},
+        out or calibration_file.default_path(hardware["name"], shape.precision))
 
 
-def load(path: str | Path) -> dict:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BadInput(f"The calibration file {path} does not exist. Make one with "
-                       "`thrifty cost calibrate RUN` from a bench run.")
-    data = read_json(path)
-    if data.get("kind") != "thrifty.calibration":
-        raise BadInput(f"{path} is not a thrifty calibration file (from `thrifty cost "
-                       "calibrate`).")
-    return data
+load = calibration_file.load
 
 
 def efficiency_of(calibration: dict) -> Efficiency:
@@ -178,10 +160,4 @@ def efficiency_of(calibration: dict) -> Efficiency:
                       e.get("lag_ms", 0.0))
 
 
-def saved() -> list[dict]:
-    folder = calibrations_dir()
-    return [load(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]
+saved = calibration_file.saved

@@ -19,7 +19,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from thrifty.core.files import read_json
-from thrifty.serve import adapters
+from thrifty.formats import lora_adapter as adapters
 
 log = logging.getLogger("thrifty.serve")
 

@@ -11,8 +11,10 @@ from thrifty.core.execute import run_in_engine
 from thrifty.core.files import atomic_folder, check_output_free, write_json
 from thrifty.core.output import emit_json, json_option, mib, table
 from thrifty.core.runs import RunRecord
+from thrifty.formats import lora_adapter as adapters
+from thrifty.formats import quantize_manifest
 from thrifty.formats.openai_api import ServerClient, ServerError
-from thrifty.serve import adapters, demo_adapters
+from thrifty.serve import demo_adapters
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -165,7 +167,7 @@ def adapters_merge(base: str, adapter: str, out: str, force: bool, as_json: bool
     out_dir = Path(out).expanduser().resolve()
     check_output_free(out_dir, force)
     ref = prepare.ensure_model(base)
-    if (Path(ref.path) / "thrifty-quantize.json").is_file():
+    if quantize_manifest.is_quantized(ref.path):
         raise BadInput(f"{base} is a quantized checkpoint; merge into the unquantized model it "
                        "came from, then quantize the merged model.")
     info = adapters.validate(adapter, ref.path, base)

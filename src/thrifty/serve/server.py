@@ -16,8 +16,8 @@ from thrifty.assets.models import ModelRef
 from thrifty.core import hardware, jobs
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail, write_json
+from thrifty.formats import lora_adapter as adapters
 from thrifty.formats.openai_api import ServerClient
-from thrifty.serve import adapters
 
 HOT_LOAD_HEADROOM = 4  # adapters vLLM keeps in memory beyond the per-batch slots
 MAX_DEFAULT_LORA_SLOTS = 16  # per-batch slots thrifty sizes to by default at most
