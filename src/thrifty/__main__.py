@@ -1,3 +1,5 @@
+"""`python -m thrifty`: the same command as `thrifty`."""
+
 from thrifty.cli import main
 
 main()

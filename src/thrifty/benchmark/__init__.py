@@ -1,1 +1,1 @@
-"""Benchmark latency, throughput and memory; project cost per GPU type."""
+"""Benchmark serving: latency, throughput and memory of a server, or of vLLM offline."""

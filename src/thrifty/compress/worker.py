@@ -1,4 +1,4 @@
-"""Compress-engine tasks: perplexity evaluation.
+"""Engine tasks of compress: `evaluate` (perplexity and size) and `quantize` (llm-compressor).
 
 Run as `<compress engine python> -m thrifty.compress.worker <job file>`.
 """

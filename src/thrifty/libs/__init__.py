@@ -1,0 +1,1 @@
+"""Engine-side wrappers: one module per fragile library (transformers, peft, llmc, vLLM)."""
