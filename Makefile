@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The fast tests render the HTML benchmark report in headless Chromium.
+# The integration tests render the HTML reports in headless Chromium.
 chromium:
 	bash scripts/ensure_chromium.sh
 
@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/lint-imports
 
-test-fast: install chromium
+test-fast: install
 	$(BIN)/python -m pytest tests/fast -q
 
 # Builds (or reuses) both engines, the default model, the corpus and the demo adapters, then
@@ -43,7 +43,7 @@ prepare: install
 	$(THRIFTY) corpora prepare
 	$(THRIFTY) adapters demo
 
-test-integration: prepare
+test-integration: prepare chromium
 	$(BIN)/python -m pytest tests/integration -q
 
 clean:

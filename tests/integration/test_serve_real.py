@@ -16,7 +16,7 @@ import pytest
 from cli_helpers import thrifty, thrifty_json
 
 from thrifty.assets import models
-from thrifty.core import engines, jobs
+from thrifty.core import engines, jobs, tasks
 from thrifty.formats.openai_api import ServerClient, ServerError
 from thrifty.serve import demo_adapters
 
@@ -94,8 +94,9 @@ def adapters_cli(served: Served, *args: str, check: bool = True):
 
 def reference(adapter_path: Path | None, workdir: Path) -> list[list[int]]:
     """Greedy token ids from transformers + peft, in float32 like the server."""
+    task = tasks.REFERENCE_GENERATE
     result = jobs.run_job(
-        engines.python_for("compress"), "thrifty.serve.lora", "reference_generate",
+        engines.python_for(task.engine), task.module, task.name,
         {"base_path": str(models.prepared_dir(models.DEFAULT_MODEL)),
          "adapter_path": str(adapter_path) if adapter_path else None, "prompts": PROMPTS,
          "max_tokens": COMPARED_TOKENS, "dtype": "float32"},

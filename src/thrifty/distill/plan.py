@@ -2,7 +2,7 @@
 
 <out>/
   distill.json    the settings the run started with (a --resume must match them)
-  signal/         training sequences and the teacher's top-k signal (core/teacher_signal.py)
+  signal/         training sequences and the teacher's top-k signal (formats/teacher_signal.py)
   student-init/   the student derived from the teacher (with --student-from-teacher)
   checkpoints/    Trainer checkpoints (model, optimizer, scheduler, RNG, data position)
   student/        the trained student, a plain checkpoint that thrifty eval / serve load

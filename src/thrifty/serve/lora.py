@@ -1,4 +1,4 @@
-"""Compress-engine tasks for LoRA adapters (peft calls themselves are in core/lora.py).
+"""Compress-engine tasks for LoRA adapters (peft calls themselves are in libs/lora.py).
 
 Tasks of serve's worker (`thrifty.serve.worker`), run in the compress engine:
 - `train_adapters`: small LoRA adapters on text slices (the demo adapters),
