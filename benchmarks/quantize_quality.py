@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import common
 from common import thrifty
 
 HERE = Path(__file__).resolve().parent
@@ -138,12 +139,9 @@ def main() -> None:
     samples, seq_len, eval_tokens, repeats = (4, 64, 1024, 1) if args.quick else (16, 256, 8192, 3)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    from thrifty.core import hardware
-
-    hw = hardware.describe()
+    fp = common.fingerprint()
     result = {
-        "machine": f"{hw['cpu_model']}, {hw['cpu_cores']} cores, {hw['ram_total_gib']} GiB RAM, "
-                   f"GPUs: {', '.join(g['name'] for g in hw['gpus']) or 'none'}",
+        "machine": common.machine_text(fp), "fingerprint": fp,
         "quality": quality(work, samples, seq_len, eval_tokens),
         "overhead": overhead(work, repeats, 16, 256),
     }
