@@ -123,13 +123,6 @@ def test_prometheus_state():
                      "waiting_count": 1.0, "kv_cache_tokens": 2912 * 16}
 
 
-def test_process_tree_rss_of_this_process():
-    import os
-
-    assert memory.process_tree_rss_bytes(os.getpid()) > 10 * 2**20
-    assert memory.process_tree_rss_bytes(2**22 + 12345) is None
-
-
 def _bench(label, tok_s, ttft):
     summary = {"output_throughput_tokens_per_s": tok_s, "ttft_ms_p50": ttft, "errors_count": 0}
     return {"bench_schema_version": 1, "label": label,

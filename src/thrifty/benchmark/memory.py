@@ -1,15 +1,14 @@
-"""Where a served model's memory goes: weights and the KV-cache pool from vLLM's start-up
-report, the server processes' resident memory, and GPU memory through NVML.
+"""Where a served model's memory goes: weights, KV-cache pool, server processes and GPUs.
+
+Weights and the KV-cache pool come from vLLM's start-up report, the server processes' memory
+from psutil (PSS or USS, and the RSS sum), and GPU memory from NVML (nvidia-ml-py).
 
 vLLM reserves its KV cache up front, so peak GPU memory says nothing about load: the useful
 figures are the pool's size (GiB and tokens), the concurrency it allows, and how full it got
 (sampled from /metrics by the monitor).
 """
 
-import ctypes
-import os
 import re
-from pathlib import Path
 
 GIB = 1024 ** 3
 
@@ -37,62 +36,68 @@ def parse_startup_log(text: str) -> dict:
     return found
 
 
-def process_tree_rss_bytes(pid: int) -> int | None:
-    """Resident memory of a process and all its descendants (vLLM runs an API server, an
-    engine core and workers as separate processes). Linux /proc only."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            statm = (entry / "statm").read_text().split()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-        rss[int(entry.name)] = int(statm[1]) * page
-    if pid not in rss:
+def process_tree_memory(pid: int) -> dict | None:
+    """Memory of a process and all its descendants (vLLM runs an API server, an engine core
+    and workers as separate processes), through psutil; None when the process is gone.
+
+    `rss_bytes` sums each process's resident set, so pages the processes share (libraries,
+    fork copy-on-write, shared memory) count once per process. `memory_bytes` sums PSS
+    (shared pages split among their sharers), or USS (private pages only) where the OS gives
+    no PSS; `measure` names which ("pss" or "uss"), both None when the OS denies either."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
         return None
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += rss.get(current, 0)
-        todo.extend(children.get(current, []))
-    return total
+    rss, figures = 0, []
+    for process in tree:
+        try:
+            rss += process.memory_info().rss
+        except psutil.Error:
+            continue  # ended while we looked
+        try:
+            figures.append(process.memory_full_info())
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.Error:
+            figures.append(None)  # access denied: no USS or PSS for this one
+    measure = next((name for name in ("pss", "uss")
+                    if figures and all(hasattr(f, name) for f in figures)), None)
+    used = sum(getattr(f, measure) for f in figures) if measure else None
+    return {"rss_bytes": rss, "memory_bytes": used, "measure": measure}
 
 
-class _NvmlMemory(ctypes.Structure):
-    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
-                ("used", ctypes.c_ulonglong)]
-
-
-_nvml = None
+_nvml_ready: bool | None = None  # None until the first try; False when there is no driver
 
 
 def gpu_memory() -> list[dict] | None:
-    """Used and total memory of each GPU through NVML (libnvidia-ml, part of the driver);
-    None when there is no NVIDIA driver."""
-    global _nvml
+    """Used and total memory of each GPU through NVML (nvidia-ml-py over libnvidia-ml, part
+    of the driver); None when there is no NVIDIA driver or no GPU."""
+    global _nvml_ready
     try:
-        if _nvml is None:
-            _nvml = ctypes.CDLL("libnvidia-ml.so.1")
-            if _nvml.nvmlInit_v2() != 0:
-                raise OSError("nvmlInit failed")
-        count = ctypes.c_uint()
-        if _nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
-            return None
-        gpus = []
-        for index in range(count.value):
-            handle = ctypes.c_void_p()
-            info = _NvmlMemory()
-            if (_nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0
-                    or _nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(info)) != 0):
-                continue
-            gpus.append({"index": index, "used_gib": round(info.used / GIB, 3),
-                         "total_gib": round(info.total / GIB, 3)})
-        return gpus or None
-    except (OSError, AttributeError):
+        import pynvml
+    except ImportError:
         return None
+    if _nvml_ready is None:
+        try:
+            pynvml.nvmlInit()
+            _nvml_ready = True
+        except pynvml.NVMLError:
+            _nvml_ready = False
+    if not _nvml_ready:
+        return None
+    gpus = []
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+    except pynvml.NVMLError:
+        return None
+    for index in range(count):
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+        except pynvml.NVMLError:
+            continue
+        gpus.append({"index": index, "used_gib": round(info.used / GIB, 3),
+                     "total_gib": round(info.total / GIB, 3)})
+    return gpus or None

@@ -1,9 +1,10 @@
-"""Samples the server while a load point runs: vLLM's Prometheus /metrics (KV-cache usage,
-preemptions, queue depth), the resident memory of the server processes (when thrifty started
-them) and GPU memory (when there is a GPU). Peaks and deltas are kept per load point.
+"""Samples the server while a load point runs: its /metrics, process memory and GPU memory.
+
+vLLM's Prometheus /metrics gives KV-cache usage, preemptions and queue depth; the memory of
+the server processes is sampled when thrifty started them, GPU memory when there is a GPU.
+Peaks and deltas are kept per load point.
 """
 
-import re
 import threading
 import urllib.error
 import urllib.request
@@ -13,19 +14,22 @@ from thrifty.benchmark import memory
 # One scrape of vLLM's /metrics is ~50 KB of text that costs the server ~8 ms of CPU (measured
 # on a 2-core CPU machine); once a second keeps that observer cost under 1% of a core.
 SAMPLE_EVERY_S = 1.0
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def parse_prometheus(text: str) -> dict[str, list[tuple[dict, float]]]:
-    """Prometheus text format -> {metric name: [(labels, value), ...]}."""
+    """Prometheus text format -> {sample name: [(labels, value), ...]}.
+
+    Keyed by sample name, not family: a counter's family drops `_total` (and a counter
+    sample written without it gets it added), a histogram's samples are `_bucket`, `_sum` and
+    `_count`. Malformed text raises ValueError."""
+    # Imported here: prometheus_client costs ~75 ms to import, and `thrifty --help` loads
+    # this module.
+    from prometheus_client.parser import text_string_to_metric_families
+
     samples: dict[str, list[tuple[dict, float]]] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if not match:
-            continue
-        labels = dict(_LABEL.findall(match.group(2) or ""))
-        samples.setdefault(match.group(1), []).append((labels, float(match.group(3))))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
     return samples
 
 
@@ -74,6 +78,8 @@ class Monitor:
         self.preemptions_first = None
         self.preemptions_last = None
         self.rss_peak = None
+        self.memory_peak = None  # PSS or USS sum, named by memory_measure
+        self.memory_measure = None
         self.gpu_peak: dict[int, dict] = {}
         self.kv_tokens = None
         self.scrapes = 0
@@ -103,11 +109,19 @@ class Monitor:
                     self.preemptions_first = state["preemptions_count"]
                 self.preemptions_last = state["preemptions_count"]
         if self.server_pid:
-            self.rss_peak = _max(self.rss_peak, memory.process_tree_rss_bytes(self.server_pid))
+            self._sample_memory(memory.process_tree_memory(self.server_pid))
         for gpu in memory.gpu_memory() or []:
             best = self.gpu_peak.get(gpu["index"])
             if best is None or gpu["used_gib"] > best["used_gib"]:
                 self.gpu_peak[gpu["index"]] = gpu
+
+    def _sample_memory(self, figures: dict | None) -> None:
+        if not figures:
+            return
+        self.rss_peak = _max(self.rss_peak, figures["rss_bytes"])
+        if figures["measure"] is not None:
+            self.memory_peak = _max(self.memory_peak, figures["memory_bytes"])
+            self.memory_measure = figures["measure"]
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -139,8 +153,10 @@ class Monitor:
             "preemptions_count": preempted,
             "running_requests_peak_count": _int(self.running_peak),
             "waiting_requests_peak_count": _int(self.waiting_peak),
-            "server_rss_peak_gib": (round(self.rss_peak / memory.GIB, 3)
-                                    if self.rss_peak else None),
+            # The RSS sum counts shared pages once per process; PSS (or USS) does not.
+            "server_rss_peak_gib": _gib(self.rss_peak),
+            "server_memory_peak_gib": _gib(self.memory_peak),
+            "server_memory_measure": self.memory_measure,
             "gpu_memory_peak_gib": (round(sum(g["used_gib"] for g in self.gpu_peak.values()), 3)
                                     if self.gpu_peak else None),
             "kv_cache_tokens": self.kv_tokens,
@@ -154,6 +170,10 @@ def _max(a, b):
     if b is None:
         return a
     return max(a, b)
+
+
+def _gib(size):
+    return round(size / memory.GIB, 3) if size else None
 
 
 def _int(value):

@@ -31,7 +31,9 @@ MEMORY = [
     ("max_concurrency_ratio", "max concurrency (x)", True),
     ("kv_cache_usage_peak_pct", "KV usage peak %", False),
     ("preemptions_count", "preemptions", False),
-    ("server_rss_peak_gib", "server RSS peak GiB", False),
+    # PSS splits pages the server's processes share; the RSS sum counts them in each one.
+    ("server_memory_peak_gib", "server PSS peak GiB (USS off Linux)", False),
+    ("server_rss_peak_gib", "server RSS-sum peak GiB (shared pages per process)", False),
     ("gpu_memory_peak_gib", "GPU memory peak GiB", False),
 ]
 
