@@ -166,5 +166,9 @@ def memory_summary(target: Target, points: list[dict]) -> dict:
             "kv_cache_usage_peak_pct": peak("kv_cache_usage_peak_pct"),
             "preemptions_count": sum(p["server"].get("preemptions_count") or 0 for p in points),
             "server_rss_peak_gib": peak("server_rss_peak_gib"),
+            # PSS (USS off Linux): shared pages counted once, unlike the RSS sum above.
+            "server_memory_peak_gib": peak("server_memory_peak_gib"),
+            "server_memory_measure": next((p["server"]["server_memory_measure"] for p in points
+                                           if p["server"].get("server_memory_measure")), None),
             "gpu_memory_peak_gib": peak("gpu_memory_peak_gib"),
             "gpu_total_gib": startup.get("gpu_total_gib")}
