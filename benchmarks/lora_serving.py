@@ -4,8 +4,10 @@ Measures, each configuration on a server of its own, one after the other in one 
 - hot-load latency (POST /v1/load_lora_adapter) p50/p95, and the time to first token of the
   first request to a freshly loaded adapter against a warm one;
 - output-token throughput with mixed-adapter traffic against base-only traffic at the same
-  concurrency (random 128-token prompts, 64 output tokens, concurrency 4, as in the bare
-  `vllm bench serve` reference), under:
+  concurrency (128-token prompts cut from the corpus, 64 output tokens, concurrency 4, closed
+  loop, as in the bare `vllm bench serve` reference), sent by thrifty's own load generator
+  (thrifty.benchmark.loadgen) to a server started as `thrifty bench --model` starts one
+  (`thrifty serve ... --json` as a child process), under:
     plain        no LoRA at all (the base model's own speed)
     vllm-default LoRA with vLLM's defaults: --max-lora-rank 16, --max-loras 1
     rank-exact   --max-lora-rank 8 (the adapters' rank), --max-loras 1
@@ -27,57 +29,70 @@ from pathlib import Path
 
 from common import thrifty
 
-from thrifty.assets import models, prepare
-from thrifty.benchmark import load
+from thrifty.benchmark import metrics, workload
+from thrifty.benchmark.loadgen import Job, LoadRun, Profile
+from thrifty.benchmark.target import ServeProcess
 from thrifty.core import hardware
-from thrifty.core.execute import ensure_engine
-from thrifty.serve import demo_adapters, server
+from thrifty.core.stats import percentile
+from thrifty.formats.openai_api import ServerClient
+from thrifty.serve import demo_adapters
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RAW = RESULTS / "lora_serving.partial.json"  # rows so far, rewritten after each config
 MIXED = ("history", "chemistry")  # the two adapters of the mixed traffic, round-robin
 HOT = "arts"  # the adapter hot-loaded and unloaded repeatedly
-VOCAB = 49152
+BASE = "smollm2-135m"
+INPUT_TOKENS, OUTPUT_TOKENS = 128, 64
+TPS = "output_throughput_tokens_per_s"  # the load generator's summary key
 
 
-def start(base: models.ModelRef, workdir: Path, adapter_paths: dict[str, Path],
-          allow: list[str], **flags) -> server.ServerProcess:
-    plan = server.make_plan(base, {n: str(p) for n, p in adapter_paths.items()}, None, allow,
-                            "127.0.0.1", server.free_port("127.0.0.1", 0), dtype="auto",
-                            max_model_len=1024, eager=True, tensor_parallel_size=1, **flags)
-    process = server.ServerProcess(plan, ensure_engine("vllm"), workdir)
-    process.start()
-    process.wait_ready()
-    return process
+def start(base: str, workdir: Path, adapter_paths: dict[str, Path], allow: list[str],
+          **flags) -> tuple[ServeProcess, dict]:
+    """`thrifty serve BASE ... --json` in a child process; its readiness line."""
+    args = [base, "--port", "0", "--dtype", "auto", "--max-model-len", "1024", "--eager"]
+    for name, path in adapter_paths.items():
+        args += ["--adapter", f"{name}={path}"]
+    for folder in allow:
+        args += ["--allow-adapters-from", folder]
+    for flag, value in flags.items():  # max_lora_rank, max_loras
+        args += [f"--{flag.replace('_', '-')}", str(value)]
+    process = ServeProcess(args, workdir)
+    return process, process.start()
 
 
-def throughput(process: server.ServerProcess, models_cycle: list[str], args) -> dict:
-    prompts = load.random_token_prompts(args.requests + args.concurrency, 128, VOCAB, seed=0)
-    warmup = [load.Request(models_cycle[i % len(models_cycle)], prompts[i], 8)
-              for i in range(args.concurrency)]
-    load.run_closed_loop(process.client, warmup, args.concurrency)
-    measured = [load.Request(models_cycle[i % len(models_cycle)], prompts[args.concurrency + i],
-                             64) for i in range(args.requests)]
-    results, wall = load.run_closed_loop(process.client, measured, args.concurrency)
-    return load.summarize(results, wall)
+def throughput(url: str, models_cycle: list[str], prompts: list[workload.Prompt],
+               args) -> dict:
+    """A closed loop at args.concurrency over args.requests prompts (after one warm-up request
+    per user, not recorded); the load generator's summary of the measured requests."""
+    def jobs(chosen: list[workload.Prompt]) -> list[Job]:
+        cycle = [models_cycle[i % len(models_cycle)] for i in range(len(chosen))]
+        return [Job(model, model, prompt) for model, prompt in zip(cycle, chosen, strict=True)]
+
+    warmup = [workload.Prompt(p.text, p.input_tokens, 8) for p in prompts[:args.concurrency]]
+    run = LoadRun(url, api_key=None, ignore_eos=True)
+    profile = Profile("concurrency", args.concurrency)
+    run.run_point(0, profile, jobs(warmup), seed=0, record=False)
+    run.run_point(1, profile, jobs(prompts[args.concurrency:][:args.requests]), seed=0)
+    summary = metrics.aggregate(run.records)
+    summary["errors"] = metrics.error_kinds(run.records)
+    return summary
 
 
-def hot_load(process: server.ServerProcess, path: Path, cycles: int) -> dict:
+def hot_load(client: ServerClient, path: Path, prompt: str, cycles: int) -> dict:
     """Load, query (cold, then warm), unload; under fresh names so every load reads the disk."""
     loads, cold, warm = [], [], []
-    prompt = load.random_token_prompts(1, 128, VOCAB, seed=1)[0]
     for cycle in range(cycles):
         name = f"{HOT}-{cycle}"
         started = time.perf_counter()
-        process.client.load_adapter(name, str(path))
+        client.load_adapter(name, str(path))
         loads.append(time.perf_counter() - started)
-        cold.append(process.client.stream(name, prompt, 8, ignore_eos=True).ttft_s)
-        warm.append(process.client.stream(name, prompt, 8, ignore_eos=True).ttft_s)
-        process.client.unload_adapter(name)
+        cold.append(client.stream(name, prompt, 8, ignore_eos=True).ttft_s)
+        warm.append(client.stream(name, prompt, 8, ignore_eos=True).ttft_s)
+        client.unload_adapter(name)
 
     def ms(values, pct):
-        return round(load.percentile(values, pct) * 1000, 2)
+        return round(percentile(values, pct) * 1000, 2)
 
     return {"cycles_count": cycles, "load_ms_p50": ms(loads, 50), "load_ms_p95": ms(loads, 95),
             "ttft_after_load_ms_p50": ms(cold, 50), "ttft_after_load_ms_p95": ms(cold, 95),
@@ -96,82 +111,98 @@ def main() -> None:
         return
     args.concurrency = 4
     args.requests = 16 if args.quick else 48
-    cycles = 5 if args.quick else 20
+    args.cycles = 5 if args.quick else 20
 
-    base = prepare.ensure_model("smollm2-135m")
     demo = {m["name"]: Path(m["path"]) for m in demo_adapters.train()}
+    prompts = workload.synthetic_prompts(
+        workload.load_tokenizer(BASE), args.requests + args.concurrency,
+        workload.LengthSpec("fixed", INPUT_TOKENS), workload.LengthSpec("fixed", OUTPUT_TOKENS),
+        seed=0)
     work = Path(tempfile.mkdtemp(prefix="thrifty-bench-lora-"))
     merged_dir = work / "merged-history"
-    thrifty("adapters", "merge", "smollm2-135m", str(demo["history"]),
-                "--out", str(merged_dir))
+    thrifty("adapters", "merge", BASE, str(demo["history"]), "--out", str(merged_dir))
     quantized_dir = work / "smollm2-gptq"
-    thrifty("quantize", "smollm2-135m", "--method", "gptq", "--num-samples", "32",
-                "--seq-len", "256", "--out", str(quantized_dir), "--no-verify")
+    thrifty("quantize", BASE, "--method", "gptq", "--num-samples", "32", "--seq-len", "256",
+            "--out", str(quantized_dir), "--no-verify")
     mixed = {n: demo[n] for n in MIXED}
-    allow = [str(demo[HOT].parent)]
     configs = [
-        ("plain", base, {}, {}, {"base": ["smollm2-135m"]}),
-        ("vllm-default", base, mixed, {"max_lora_rank": 16, "max_loras": 1}, None),
-        ("rank-exact", base, mixed, {"max_lora_rank": 8, "max_loras": 1}, None),
-        ("thrifty", base, mixed, {}, None),
-        ("merged", models.resolve(str(merged_dir)), {}, {}, {"merged": ["merged-history"]}),
-        ("quantized", models.resolve(str(quantized_dir)), mixed, {}, None),
+        ("plain", BASE, {}, {}, {"base": [BASE]}),
+        ("vllm-default", BASE, mixed, {"max_lora_rank": 16, "max_loras": 1}, None),
+        ("rank-exact", BASE, mixed, {"max_lora_rank": 8, "max_loras": 1}, None),
+        ("thrifty", BASE, mixed, {}, None),
+        ("merged", str(merged_dir), {}, {}, {"merged": [merged_dir.name]}),
+        ("quantized", str(quantized_dir), mixed, {}, None),
     ]
     rows = []
-    for label, ref, adapter_paths, flags, traffic in configs:
+    for label, base, adapter_paths, flags, traffic in configs:
         print(f"== {label}", flush=True)
-        process = start(ref, work / label, adapter_paths, allow if adapter_paths else [],
-                        **flags)
-        try:
-            plan = process.plan
-            row = {"config": label, "base_model": plan.base_label, "lora": plan.lora_enabled,
-                   "max_lora_rank": plan.max_lora_rank, "max_loras": plan.max_loras}
-            if traffic is None:
-                traffic = {"base": [plan.base_label], "mixed": list(MIXED)}
-                if label == "thrifty":  # one adapter only: LoRA compute without adapter mixing
-                    traffic["single"] = [MIXED[0]]
-            for kind, cycle in traffic.items():
-                row[kind] = throughput(process, cycle, args)
-                print(f"   {kind}: {row[kind]['output_tokens_per_s']} tok/s", flush=True)
-            if label in ("thrifty", "quantized"):
-                row["hot_load"] = hot_load(process, demo[HOT], cycles)
-                print(f"   hot load: {row['hot_load']}", flush=True)
-        finally:
-            process.stop()
-        rows.append(row)
+        rows.append(measure(label, base, adapter_paths, flags, traffic, work / label,
+                            [str(demo[HOT].parent)] if adapter_paths else [],
+                            demo[HOT], prompts, args))
         RAW.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     write(rows, args)
 
 
+def measure(label: str, base: str, adapter_paths: dict[str, Path], flags: dict,
+            traffic: dict | None, workdir: Path, allow: list[str], hot: Path,
+            prompts: list[workload.Prompt], args) -> dict:
+    """One configuration on a server of its own: its traffic types, then hot loading."""
+    process, ready = start(base, workdir, adapter_paths, allow, **flags)
+    try:
+        served = ready["flags"]
+        row = {"config": label, "base_model": ready["base"], "lora": served["lora"],
+               "max_lora_rank": served["max_lora_rank"], "max_loras": served["max_loras"]}
+        if traffic is None:
+            traffic = {"base": [ready["base"]], "mixed": list(MIXED)}
+            if label == "thrifty":  # one adapter only: LoRA compute without adapter mixing
+                traffic["single"] = [MIXED[0]]
+        for kind, cycle in traffic.items():
+            row[kind] = throughput(ready["url"], cycle, prompts, args)
+            print(f"   {kind}: {row[kind][TPS]} tok/s", flush=True)
+        if label in ("thrifty", "quantized"):
+            row["hot_load"] = hot_load(ServerClient(ready["url"]), hot, prompts[0].text,
+                                       args.cycles)
+            print(f"   hot load: {row['hot_load']}", flush=True)
+    finally:
+        process.stop()
+    return row
+
+
 def write(rows: list[dict], args) -> None:
-    plain = next(r for r in rows if r["config"] == "plain")["base"]["output_tokens_per_s"]
+    plain = next(r for r in rows if r["config"] == "plain")["base"][TPS]
     for row in rows:
         traffic = row.get("mixed") or row.get("merged") or row["base"]
-        row["ratio_vs_plain_base"] = round(traffic["output_tokens_per_s"] / plain, 3)
+        row["ratio_vs_plain_base"] = round(traffic[TPS] / plain, 3)
         if "mixed" in row:
             row["mixed_vs_base_same_server_ratio"] = round(
-                row["mixed"]["output_tokens_per_s"] / row["base"]["output_tokens_per_s"], 3)
+                row["mixed"][TPS] / row["base"][TPS], 3)
     result = {"benchmark": "lora_serving", "hardware": hardware.describe(),
-              "workload": {"prompt_tokens": 128, "output_tokens": 64,
+              "workload": {"prompt_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
+                           "prompts": "cut from the corpus (thrifty bench's synthetic prompts)",
                            "concurrency": args.concurrency, "requests_count": args.requests,
                            "dtype": "auto (bfloat16 on CPU)", "mixed_adapters": list(MIXED)},
               "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "lora_serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(rows, args)
+    (RESULTS / "lora_serving.md").write_text(text)
+    RAW.unlink(missing_ok=True)
+    print(text)
+
+
+def markdown(rows: list[dict], args) -> str:
     lines = ["# Multi-LoRA serving on SmolLM2-135M", "",
-             f"Random 128-token prompts, 64 output tokens, concurrency {args.concurrency}, "
-             f"{args.requests} requests per traffic type; mixed = {' / '.join(MIXED)} "
-             "round-robin. Output tokens/s.", "",
+             f"{INPUT_TOKENS}-token prompts cut from the corpus, {OUTPUT_TOKENS} output tokens, "
+             f"concurrency {args.concurrency}, {args.requests} requests per traffic type; mixed "
+             f"= {' / '.join(MIXED)} round-robin. Output tokens/s.", "",
              "| config | max rank | max loras | base-only | mixed (merged: its adapter) | "
              "mixed / base (same server) | vs plain base |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         traffic = row.get("mixed") or row.get("merged") or row["base"]
-        base_tps = row.get("base", {}).get("output_tokens_per_s", "")
         lines.append(f"| {row['config']} | {row['max_lora_rank'] or '-'} | "
-                     f"{row['max_loras'] or '-'} | {base_tps} | "
-                     f"{traffic['output_tokens_per_s']} | "
-                     f"{row.get('mixed_vs_base_same_server_ratio', '')} | "
+                     f"{row['max_loras'] or '-'} | {row.get('base', {}).get(TPS, '')} | "
+                     f"{traffic[TPS]} | {row.get('mixed_vs_base_same_server_ratio', '')} | "
                      f"{row['ratio_vs_plain_base']} |")
     lines += ["", "| config | hot-load p50 ms | p95 ms | TTFT first request after load p50 ms "
               "| TTFT warm p50 ms |", "|---|---|---|---|---|"]
@@ -182,8 +213,7 @@ def write(rows: list[dict], args) -> None:
                          f"{h['ttft_after_load_ms_p50']} | {h['ttft_warm_ms_p50']} |")
     single = next((r["single"] for r in rows if "single" in r), None)
     if single:
-        lines += ["", f"One adapter alone (thrifty flags): {single['output_tokens_per_s']} "
-                  "output tokens/s."]
+        lines += ["", f"One adapter alone (thrifty flags): {single[TPS]} output tokens/s."]
     lines += ["", "TTFT / TPOT p50 (ms) per traffic type:", "",
               "| config | traffic | TTFT p50 | TPOT p50 | errors |", "|---|---|---|---|---|"]
     for row in rows:
@@ -192,9 +222,7 @@ def write(rows: list[dict], args) -> None:
                 t = row[kind]
                 lines.append(f"| {row['config']} | {kind} | {t['ttft_ms_p50']} | "
                              f"{t['tpot_ms_p50']} | {t['errors_count']} |")
-    (RESULTS / "lora_serving.md").write_text("\n".join(lines) + "\n")
-    RAW.unlink(missing_ok=True)
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
