@@ -1,5 +1,8 @@
-"""The one streamed-completion parser (CompletionStream) and connection (StreamConnection) that
-ServerClient.stream and the load generator share: split reads, [DONE], usage, error events."""
+"""Tests of the one streamed-completion parser and connection (ServerClient and loadgen share).
+
+CompletionStream and StreamConnection: split reads, [DONE], usage-only chunks, error events and
+lines that are not JSON.
+"""
 
 import json
 import socket

@@ -14,7 +14,7 @@ from thrifty.benchmark import metrics, monitor
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
 from thrifty.benchmark.timing_server import TimingServer
 from thrifty.benchmark.workload import Prompt
-from thrifty.formats.openai_api import ServerClient
+from thrifty.formats.openai_api import ServerClient, ServerError
 
 MODEL = "timing-model"
 pytestmark = pytest.mark.timeout(30)
@@ -116,6 +116,19 @@ def test_models_health_metrics_and_plain_completions():
     assert state["running_count"] == 0 and state["waiting_count"] == 0
     assert state["preemptions_count"] == 0 and state["kv_cache_usage_ratio"] == 0
     assert state["kv_cache_tokens"] == 65536
+
+
+def test_server_client_stream_fails_as_the_load_generator_does():
+    # the same parser: a dropped stream and an injected error are failures, with their cause
+    with TimingServer(ttft_s=0.005, itl_s=0.001, drop_every=2, drop_after_chunks=1) as server:
+        client = ServerClient(server.url)
+        assert client.stream(MODEL, "one", max_tokens=3).output_tokens == 3  # request 1
+        with pytest.raises(ServerError, match="closed the stream after 1 chunks"):
+            client.stream(MODEL, "two", max_tokens=3)  # request 2 is dropped
+    with (TimingServer(ttft_s=0.005, itl_s=0.001, fail_every=1) as server,
+          pytest.raises(ServerError, match="HTTP 500: injected failure") as failed):
+        ServerClient(server.url).stream(MODEL, "one", max_tokens=3)
+    assert failed.value.status == 500
 
 
 def test_metrics_count_requests_in_flight():
