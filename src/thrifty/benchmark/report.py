@@ -4,6 +4,7 @@ the side-by-side comparison of several runs (`thrifty bench compare`)."""
 import csv
 from pathlib import Path
 
+from thrifty.core.numbers import significant
 from thrifty.core.output import table
 
 # The one loader lives with the format; `thrifty bench compare` reaches it as report.load_bench.
@@ -93,13 +94,13 @@ def print_summary(bench: dict) -> None:
     for point in bench["points"]:
         s = point["summary"]
         row = [f"{point['load']:g}" + ("*" if point["interrupted"] else ""),
-               s["completed_count"], s["errors_count"], _fmt(s["request_throughput_per_s"]),
-               _fmt(s["output_throughput_tokens_per_s"]), *_latencies(s),
-               _fmt(point["server"].get("kv_cache_usage_peak_pct"))]
+               s["completed_count"], s["errors_count"], significant(s["request_throughput_per_s"]),
+               significant(s["output_throughput_tokens_per_s"]), *_latencies(s),
+               significant(point["server"].get("kv_cache_usage_peak_pct"))]
         if slo:
             mark = "pass" if point["slo_met"] else "fail"
-            row += [f"{_fmt(s.get('slo_attainment_pct'))} {mark}",
-                    _fmt(s.get("goodput_requests_per_s"))]
+            row += [f"{significant(s.get('slo_attainment_pct'))} {mark}",
+                    significant(s.get("goodput_requests_per_s"))]
         rows.append(row)
     table(f"thrifty bench: {bench['label']} at {bench['target']['url']}\nlatencies in ms; "
           "p90, means and ITL are in the reports" + ("; * interrupted" if bench["interrupted"]
@@ -107,7 +108,7 @@ def print_summary(bench: dict) -> None:
     _print_adapters(bench)
     _print_errors(bench)
     memory = bench["memory"]
-    known = [[title, _fmt(memory.get(key))] for key, title, _ in MEMORY
+    known = [[title, significant(memory.get(key))] for key, title, _ in MEMORY
              if memory.get(key) is not None]
     if known:
         table("memory", ["figure", "value"], known)
@@ -129,7 +130,7 @@ LATENCY_HEADS = ["TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50"]
 
 def _latencies(summary: dict) -> list[str]:
     keys = ["ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99", "e2e_ms_p50"]
-    return [_fmt(summary.get(key)) for key in keys]
+    return [significant(summary.get(key)) for key in keys]
 
 
 def _print_adapters(bench: dict) -> None:
@@ -139,7 +140,7 @@ def _print_adapters(bench: dict) -> None:
             continue
         for adapter, s in point["per_adapter"].items():
             rows.append([f"{point['load']:g}", adapter, s["completed_count"], s["errors_count"],
-                         _fmt(s["output_throughput_tokens_per_s"]), *_latencies(s)])
+                         significant(s["output_throughput_tokens_per_s"]), *_latencies(s)])
     if rows:
         columns = [load_head(bench), "adapter", "ok", "err", "tok/s", *LATENCY_HEADS]
         table("per adapter (ms)", columns, rows)
@@ -150,14 +151,6 @@ def _print_errors(bench: dict) -> None:
             for message, count in point["errors"].items()]
     if rows:
         table("errors (counted in the figures above)", ["load", "count", "error"], rows)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)
 
 
 # --- compare -----------------------------------------------------------------------------
@@ -212,12 +205,12 @@ def print_compare(result: dict, refs: list[str]) -> None:
 
 
 def _cells(row: dict) -> list[str]:
-    cells = [_fmt(row["values"][0])]
+    cells = [significant(row["values"][0])]
     for value, delta in zip(row["values"][1:], row["delta_pct"][1:], strict=True):
         if delta is None:
-            cells.append(_fmt(value))
+            cells.append(significant(value))
             continue
         better = (delta > 0) == row["higher_is_better"]
         color = "green" if better and delta else "red" if delta else "white"
-        cells.append(f"{_fmt(value)} [{color}]({delta:+.1f}%)[/{color}]")
+        cells.append(f"{significant(value)} [{color}]({delta:+.1f}%)[/{color}]")
     return cells

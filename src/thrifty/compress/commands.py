@@ -5,7 +5,8 @@ import click
 from thrifty.assets import prepare
 from thrifty.core import tasks
 from thrifty.core.execute import run_in_engine
-from thrifty.core.output import emit_json, json_option, mib, table
+from thrifty.core.numbers import mib
+from thrifty.core.output import emit_json, json_option, table
 from thrifty.core.runs import RunRecord
 
 

@@ -10,7 +10,8 @@ from thrifty.core import tasks
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import atomic_folder, check_output_free, weights_bytes
-from thrifty.core.output import emit_json, json_option, mib, table
+from thrifty.core.numbers import mib
+from thrifty.core.output import emit_json, json_option, table
 from thrifty.core.runs import RunRecord
 from thrifty.formats import quantize_manifest
 

@@ -39,7 +39,3 @@ class DefaultSubcommandGroup(click.Group):
 def json_option(function):
     return click.option("--json", "as_json", is_flag=True,
                         help="Print one JSON document on stdout instead of tables.")(function)
-
-
-def mib(n_bytes: float | None) -> str:
-    return "" if n_bytes is None else f"{n_bytes / 1024**2:.1f} MiB"

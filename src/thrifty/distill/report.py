@@ -2,9 +2,7 @@
 
 import math
 
-
-def _fmt(value, pattern: str = "{:,.2f}") -> str:
-    return "" if value is None else pattern.format(value)
+from thrifty.core.numbers import fixed
 
 
 def gap_closed_pct(before: float, after: float, teacher: float) -> float | None:
@@ -21,12 +19,12 @@ def summary(result: dict) -> tuple[str, list[str], list[list[object]]]:
     table_rows = []
     for row in rows:
         closed = gap_closed_pct(rows[1]["perplexity"], row["perplexity"], rows[0]["perplexity"])
-        table_rows.append([row["model"], _fmt(row["perplexity"], "{:,.3f}"),
-                           _fmt(row["parameters_params"] / 1e6, "{:.1f}M"),
-                           _fmt(closed, "{:.1f}%")])
+        table_rows.append([row["model"], fixed(row["perplexity"], "{:,.3f}"),
+                           fixed(row["parameters_params"] / 1e6, "{:.1f}M"),
+                           fixed(closed, "{:.1f}%")])
     measured = result["measured"]
     title = (f"Distillation: perplexity on {measured.get('eval_tokens', 0):,} enwiki evaluation "
-             f"tokens; training {_fmt(measured.get('train_tokens_per_s'), '{:,.0f}')} tokens/s"
+             f"tokens; training {fixed(measured.get('train_tokens_per_s'), '{:,.0f}')} tokens/s"
              + (f", teacher signal {measured['signal_bytes_per_token']:.0f} bytes/token"
                 if measured.get("signal_bytes_per_token") else ""))
     return title, ["model", "perplexity", "parameters", "loss gap closed"], table_rows

@@ -9,7 +9,8 @@ from thrifty.core import tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import atomic_folder, check_output_free, write_json
-from thrifty.core.output import emit_json, json_option, mib, table
+from thrifty.core.numbers import mib
+from thrifty.core.output import emit_json, json_option, table
 from thrifty.core.runs import RunRecord
 from thrifty.formats import lora_adapter as adapters
 from thrifty.formats import quantize_manifest
