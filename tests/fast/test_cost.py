@@ -2,7 +2,6 @@
 
 import json
 import math
-import re
 
 import pytest
 
@@ -216,7 +215,8 @@ def test_cost_command_ranks_cheapest_first_and_writes_reports(isolated_home, run
     assert report["buy_vs_rent"]
     assert "| rank | GPU |" in md.read_text()
     html = page.read_text()
-    assert 'data-plot="cost-latency"' in html and len(re.findall('class="mark"', html)) > 10
+    assert "<figcaption>Monthly cost against latency, per option</figcaption>" in html
+    assert html.count("window.Plotly = Plotly;") == 1  # plotly.js inlined, once
     again = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "500000", "--html", page)
     assert again.exit_code == 1 and "--force" in again.output
     assert page.read_text() == html  # nothing overwritten
@@ -321,17 +321,29 @@ def test_a_bench_run_supplies_a_measured_figure(isolated_home, run_cli, tmp_path
     assert missing.exit_code == 1 and "--bench-gpu" in missing.output
 
 
-def test_cost_chart_renders_in_chromium(isolated_home, run_cli, tmp_path):
-    from test_html_report import chromium_path, run_chromium
+def test_cost_chart_has_a_legend_per_variant_and_hover_per_option(isolated_home, run_cli,
+                                                                   tmp_path):
+    from test_html_report import plots
+
+    from thrifty.core.html_page import fmt
 
     page = tmp_path / "cost.html"
-    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--html", page)
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--html", page,
+                     "--json")
     assert result.exit_code == 0, result.output
-    dom = run_chromium(chromium_path(), tmp_path, "--dump-dom", page.as_uri())
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    figure = re.search(r'<figure[^>]*data-plot="cost-latency"[^>]*>', dom.stdout).group(0)
-    assert 'data-drawn="yes"' in figure
-    assert int(re.search(r'data-marks="(\d+)"', figure).group(1)) > 10
+    report, _ = json.JSONDecoder().raw_decode(result.output)
+    serving_rows = [r for r in report["options"] if r.get("usd_per_month") is not None]
+    [(title, traces, layout)] = plots(page.read_text())
+    assert title == "Cost vs TPOT" and "annotations" not in layout  # no label on the points
+    assert [t["name"] for t in traces] == sorted({f"{r['model']} {r['variant']}"
+                                                   for r in serving_rows})
+    assert all(t["mode"] == "markers" and "text" not in t for t in traces)
+    assert sum(len(t["x"]) for t in traces) == len(serving_rows) > 10
+    cheapest = serving_rows[0]
+    variant = next(t for t in traces if t["name"] == f"{cheapest['model']} {cheapest['variant']}")
+    hover = variant["hovertext"][variant["y"].index(cheapest["usd_per_month"])]
+    assert cheapest["gpu"] in hover and cheapest["variant"] in hover and "/month" in hover
+    assert f"TPOT {fmt(cheapest['tpot_ms'])} ms" in hover and "TTFT" in hover
 
 
 def test_planning_steady_state_agrees_with_a_poisson_replay(cat):

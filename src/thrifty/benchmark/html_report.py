@@ -1,241 +1,32 @@
 """A self-contained HTML report of one `thrifty bench` result (bench schema version 1).
 
-Tables, plus charts drawn here as inline SVG, so that the file opens in any browser with no
-network and no library. A small inline script marks each figure `data-drawn="yes"` once the
-browser has laid out its data marks, which lets a headless browser test prove the charts draw.
+Tables, plus interactive plotly charts (hover shows the values) with plotly.js inlined once,
+so that the file opens in any browser with no network.
 """
 
-import html
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from thrifty.core.files import write_text
+from thrifty.core.html_page import (
+    COLORS,
+    Line,
+    Plots,
+    bar_chart,
+    esc,
+    figure,
+    fmt,
+    known,
+    line_chart,
+    no_figure,
+    page,
+    stacked_bar,
+    table,
+)
 
-WIDTH, HEIGHT = 560, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 20, 16, 48  # room for tick labels and axis titles
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
-DASHES = {"p50": "", "p90": "7 3", "p99": "2 3"}  # percentiles differ by dash as well as colour
+DASHES = {"p50": "solid", "p90": "dash", "p99": "dot"}  # percentiles differ by dash and colour
 NOT_REPORTED = "not reported"
 
-CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px}
-h1{margin-bottom:4px} h2{margin-top:32px;border-bottom:1px solid #ddd}
-.banner{background:#fff3cd;border:1px solid #e0c060;padding:8px 12px;font-weight:600}
-.facts td:first-child{color:#555;padding-right:16px}
-table.data{margin:8px 0;border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:13px}
-table.data th,table.data td{border:1px solid #ddd;padding:3px 7px;text-align:right}
-table.data th:first-child,table.data td:first-child{text-align:left;min-width:9em}
-figure.plot{margin:16px 0;display:flex;flex-wrap:wrap;gap:24px}
-.row{display:flex;flex-wrap:wrap;column-gap:32px} .row>figure.plot{flex:1 1 560px}
-figure.plot figcaption,.caption{width:100%;font-weight:600;font-size:15px;margin:16px 0 0}
-.panel h4{margin:0 0 4px} .legend span{margin-right:14px;white-space:nowrap}
-.legend i{display:inline-block;width:18px;height:4px;margin:0 5px 3px 0;vertical-align:middle}
-svg text{font-size:11px;fill:#333} .note{color:#666;font-style:italic;width:100%}
-footer{margin-top:40px;color:#777;font-size:12px}
-"""
-
-# Marks a figure as drawn when at least one data mark has a non-empty box after layout.
-SCRIPT = """
-window.addEventListener("load", function () {
-  document.querySelectorAll("figure.plot").forEach(function (fig) {
-    var box = null, drawn = 0;
-    fig.querySelectorAll(".mark").forEach(function (mark) {
-      var b = mark.getBBox();
-      if (b.width <= 0 && b.height <= 0) return;
-      drawn += 1;
-      box = box ? {x0: Math.min(box.x0, b.x), y0: Math.min(box.y0, b.y),
-                   x1: Math.max(box.x1, b.x + b.width), y1: Math.max(box.y1, b.y + b.height)}
-                : {x0: b.x, y0: b.y, x1: b.x + b.width, y1: b.y + b.height};
-    });
-    fig.setAttribute("data-drawn", drawn > 0 ? "yes" : "no");
-    fig.setAttribute("data-marks", String(drawn));
-    if (box) fig.setAttribute("data-bbox", [box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0]
-                               .map(Math.round).join(" "));
-  });
-});
-"""
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def known(value: object) -> bool:
-    """A number that can be drawn (None, NaN and infinity cannot)."""
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def fmt(value: float | None, unit: str = "") -> str:
-    """A number with as many decimals as its size deserves; None reads as a dash."""
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}{unit}"
-    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
-    return f"{value:,.{digits}f}{unit}"
-
-
-def nice_ticks(top: float, count: int = 5, integer: bool = False) -> list[float]:
-    """Ticks from 0 up to at least `top`, in steps of 1, 2 or 5 times a power of ten."""
-    top = top if top > 0 else 1.0
-    raw = top / count
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw - 1e-12)
-    step = max(step, 1) if integer else step
-    return [round(i * step, 10) for i in range(math.ceil(top / step - 1e-9) + 1)]
-
-
-def scale(top: float, out_from: float, out_to: float):
-    return lambda value: out_from + value / top * (out_to - out_from)
-
-
-def legend(entries: list[tuple[str, str]]) -> str:
-    items = "".join(f'<span><i style="background:{color}"></i>{esc(name)}</span>'
-                    for name, color in entries)
-    return f'<div class="legend">{items}</div>'
-
-
-def panel(title: str, entries: list[tuple[str, str]], svg_body: str, height: int = HEIGHT) -> str:
-    return (f'<div class="panel"><h4>{esc(title)}</h4>{legend(entries)}'
-            f'<svg width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img">'
-            f"{svg_body}</svg></div>")
-
-
-def figure(kind: str, title: str, panels: list[str], note: str = "") -> str:
-    note_html = f'<p class="note">{esc(note)}</p>' if note else ""
-    return (f'<figure class="plot" data-plot="{esc(kind)}"><figcaption>{esc(title)}</figcaption>'
-            f'{"".join(panels)}{note_html}</figure>')
-
-
-def no_figure(title: str, note: str) -> str:
-    """What stands in for a figure that has nothing to draw."""
-    return f'<p class="caption">{esc(title)}</p><p class="note">{esc(note)}</p>'
-
-
-def axes(x_ticks, y_ticks, sx, sy, x_label: str, y_label: str, x_names=None) -> str:
-    """Grid, axis lines, tick labels and axis titles. x_names: category labels for bars."""
-    parts = []
-    for tick in y_ticks:
-        y = sy(tick)
-        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
-                     f'stroke="#e5e5e5"/><text x="{LEFT - 6}" y="{y + 4:.1f}" '
-                     f'text-anchor="end">{tick:g}</text>')
-    for tick, name in zip(x_ticks, x_names or [f"{t:g}" for t in x_ticks], strict=True):
-        x = sx(tick)
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - BOTTOM}" '
-                     f'y2="{HEIGHT - BOTTOM + 5}" stroke="#555"/><text x="{x:.1f}" '
-                     f'y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">{esc(name)}</text>')
-    parts.append(f'<path d="M{LEFT},{TOP}V{HEIGHT - BOTTOM}H{WIDTH - RIGHT}" fill="none" '
-                 f'stroke="#555"/><text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 8}" '
-                 f'text-anchor="middle">{esc(x_label)}</text><text transform="translate(14,'
-                 f'{(TOP + HEIGHT - BOTTOM) / 2}) rotate(-90)" text-anchor="middle">'
-                 f"{esc(y_label)}</text>")
-    return "".join(parts)
-
-
-@dataclass
-class Line:
-    name: str
-    points: list[tuple[float, float | None]]  # (x, y); None y values are skipped
-    color: str
-    dash: str = ""
-
-
-def line_chart(title: str, lines: list[Line], x_label: str, y_label: str,
-               integer_x: bool = False, x_marker: tuple[float, str] | None = None) -> str:
-    """Lines with a marker on every known value; x_marker draws a labelled vertical line."""
-    drawable = [(x, y) for line in lines for x, y in line.points if known(y)]
-    if not drawable:
-        return panel(title, [], f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
-                                "no values to plot</text>")
-    x_ticks = nice_ticks(max(x for x, _ in drawable), integer=integer_x)
-    y_ticks = nice_ticks(max(y for _, y in drawable))
-    sx = scale(x_ticks[-1], LEFT, WIDTH - RIGHT)
-    sy = scale(y_ticks[-1], HEIGHT - BOTTOM, TOP)
-    body = [axes(x_ticks, y_ticks, sx, sy, x_label, y_label)]
-    if x_marker is not None:
-        x = sx(x_marker[0])
-        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" '
-                    f'stroke="#888" stroke-dasharray="4 4"/><text x="{x + 4:.1f}" '
-                    f'y="{TOP + 10}">{esc(x_marker[1])}</text>')
-    for line in lines:
-        # A missing value breaks the line rather than being bridged by it.
-        path, pen_down = [], False
-        for x, y in line.points:
-            if known(y):
-                path.append(f"{'L' if pen_down else 'M'}{sx(x):.1f},{sy(y):.1f}")
-            pen_down = known(y)
-        body.append(f'<path class="mark" d="{" ".join(path)}" fill="none" stroke="{line.color}"'
-                    f' stroke-width="2" stroke-dasharray="{line.dash}"/>')
-        body += [f'<circle class="mark" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" '
-                 f'fill="{line.color}"/>' for x, y in line.points if known(y)]
-    return panel(title, [(line.name, line.color) for line in lines], "".join(body))
-
-
-def bar_chart(title: str, groups: list[str], series: list[tuple[str, list[float | None]]],
-              y_label: str) -> str:
-    """Grouped vertical bars: one group per category, one coloured bar per series in it."""
-    values = [v for _, vs in series for v in vs if known(v)]
-    y_ticks = nice_ticks(max(values, default=0.0))
-    sy = scale(y_ticks[-1], HEIGHT - BOTTOM, TOP)
-    group_width = (WIDTH - LEFT - RIGHT) / max(len(groups), 1)
-    bar_width = min(group_width * 0.8 / max(len(series), 1), 56)  # wide bars read as areas
-    centres = [LEFT + (i + 0.5) * group_width for i in range(len(groups))]
-    body = [axes(centres, y_ticks, lambda x: x, sy, "", y_label, x_names=groups)]
-    for s, (name, vs) in enumerate(series):
-        color = COLORS[s % len(COLORS)]
-        for g, value in enumerate(vs):
-            x = centres[g] + (s - len(series) / 2) * bar_width
-            if not known(value):
-                body.append(f'<text x="{x + bar_width / 2:.1f}" y="{HEIGHT - BOTTOM - 4}" '
-                            'text-anchor="middle">n/a</text>')
-                continue
-            y = sy(value)
-            body.append(f'<rect class="mark" x="{x:.1f}" y="{y:.1f}" width="{bar_width - 2:.1f}"'
-                        f' height="{HEIGHT - BOTTOM - y:.1f}" fill="{color}"><title>{esc(name)}: '
-                        f'{fmt(value)}</title></rect><text x="{x + bar_width / 2:.1f}" '
-                        f'y="{y - 3:.1f}" text-anchor="middle">{fmt(value)}</text>')
-    entries = [(name, COLORS[s % len(COLORS)]) for s, (name, _) in enumerate(series)]
-    return panel(title, entries, "".join(body))
-
-
-def stacked_bar(title: str, segments: list[tuple[str, float]], unit: str,
-                total: tuple[str, float] | None = None) -> str:
-    """One horizontal bar split into segments, each labelled with its value; `total`
-    (label, value) extends the axis to a capacity and draws it as a dashed limit."""
-    height, bar_top, bar_height = 150, 40, 44
-    used = sum(value for _, value in segments)
-    ticks = nice_ticks(max(used, total[1] if total else 0.0))
-    sx = scale(ticks[-1], LEFT, WIDTH - RIGHT)
-    body, start = [], 0.0
-    for i, (name, value) in enumerate(segments):
-        x0, x1 = sx(start), sx(start + value)
-        body.append(f'<rect class="mark" x="{x0:.1f}" y="{bar_top}" width="{x1 - x0:.1f}" '
-                    f'height="{bar_height}" fill="{COLORS[i % len(COLORS)]}"><title>{esc(name)}'
-                    f": {fmt(value, unit)}</title></rect>")
-        # Labels alternate above and below the bar so that narrow segments stay readable.
-        y = bar_top - 6 if i % 2 == 0 else bar_top + bar_height + 14
-        body.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{y}" text-anchor="middle">'
-                    f"{fmt(value, unit)}</text>")
-        start += value
-    for tick in ticks:
-        body.append(f'<text x="{sx(tick):.1f}" y="{height - 22}" text-anchor="middle">'
-                    f"{tick:g}</text>")
-    body.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{height - 36}" y2="{height - 36}" '
-                f'stroke="#555"/><text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{height - 4}" '
-                f'text-anchor="middle">{esc(unit.strip())}</text>')
-    if total:
-        x = sx(total[1])
-        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bar_top - 18}" y2="{height - 36}" '
-                    f'stroke="#333" stroke-dasharray="4 3"/><text x="{x - 4:.1f}" '
-                    f'y="{bar_top - 22}" text-anchor="end">{esc(total[0])}</text>')
-    entries = [(name, COLORS[i % len(COLORS)]) for i, (name, _) in enumerate(segments)]
-    return panel(title, entries, "".join(body), height=height)
-
-
-# --- the report's sections -----------------------------------------------------------------
 
 def load_axis_label(bench: dict) -> str:
     kind = (bench.get("profile") or {}).get("kind")
@@ -313,12 +104,6 @@ def header(bench: dict) -> str:
             f'<table class="facts">{rows}</table>')
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="data"><tr>{head}</tr>{body}</table>'
-
-
 SUMMARY_COLUMNS = [
     ("req/s", "summary", "request_throughput_per_s"),
     ("output tok/s", "summary", "output_throughput_tokens_per_s"),
@@ -347,39 +132,43 @@ def summary_table(bench: dict) -> str:
     return table(["load", "completed / errors", *[c[0] for c in columns]], rows)
 
 
-def latency_figures(bench: dict) -> str:
-    points, x_label = numeric_points(bench), load_axis_label(bench)
-    concurrency = (bench.get("profile") or {}).get("kind") == "concurrency"
+def load_ticks(bench: dict) -> list[float] | None:
+    """Concurrency loads are whole numbers: tick exactly at the measured ones."""
+    if (bench.get("profile") or {}).get("kind") != "concurrency":
+        return None
+    return [p["load"] for p in numeric_points(bench)] or None
+
+
+def latency_figures(bench: dict, plots: Plots) -> str:
+    points, x_label, ticks = numeric_points(bench), load_axis_label(bench), load_ticks(bench)
 
     def percentile_lines(metric: str, name: str) -> list[Line]:
         return [Line(f"{name} {p}", series(points, f"{metric}_{p}"), COLORS[i], DASHES[p])
                 for i, p in enumerate(("p50", "p90", "p99"))]
 
     ttft = line_chart("Time to first token", percentile_lines("ttft_ms", "TTFT"), x_label,
-                      "TTFT (ms)", integer_x=concurrency)
+                      "TTFT (ms)", ticks)
     tpot_lines = percentile_lines("tpot_ms", "TPOT")
-    tpot_lines.append(Line("ITL p50", series(points, "itl_ms_p50"), COLORS[3], "1 4"))
-    tpot = line_chart("Time per output token", tpot_lines, x_label, "TPOT / ITL (ms)",
-                      integer_x=concurrency)
-    return (f'<div class="row">{figure("latency", "Latency percentiles vs load", [ttft])}'
-            f'{figure("tpot", "Per-token latency vs load", [tpot])}</div>')
+    tpot_lines.append(Line("ITL p50", series(points, "itl_ms_p50"), COLORS[3], "dashdot"))
+    tpot = line_chart("Time per output token", tpot_lines, x_label, "TPOT / ITL (ms)", ticks)
+    return (f'<div class="row">{figure(plots, "Latency percentiles vs load", [ttft])}'
+            f'{figure(plots, "Per-token latency vs load", [tpot])}</div>')
 
 
-def throughput_figure(bench: dict) -> str:
-    points, x_label = numeric_points(bench), load_axis_label(bench)
-    concurrency = (bench.get("profile") or {}).get("kind") == "concurrency"
+def throughput_figure(bench: dict, plots: Plots) -> str:
+    points, x_label, ticks = numeric_points(bench), load_axis_label(bench), load_ticks(bench)
     best = bench.get("slo_best_load")
     marker = (best, f"SLO best: {best:g}") if known(best) else None
     tokens = line_chart("Output tokens per second",
                         [Line("output tok/s", series(points, "output_throughput_tokens_per_s"),
-                              COLORS[0])], x_label, "output tokens/s", concurrency, marker)
+                              COLORS[0])], x_label, "output tokens/s", ticks, marker)
     request_lines = [Line("requests/s", series(points, "request_throughput_per_s"), COLORS[1])]
     if bench.get("slo"):
         request_lines.append(Line("goodput req/s", series(points, "goodput_requests_per_s"),
-                                  COLORS[2], "6 3"))
+                                  COLORS[2], "dash"))
     requests = line_chart("Completed requests per second", request_lines, x_label,
-                          "requests/s", concurrency, marker)
-    return figure("throughput", "Throughput vs load", [tokens, requests])
+                          "requests/s", ticks, marker)
+    return figure(plots, "Throughput vs load", [tokens, requests])
 
 
 ADAPTER_PANELS = [("Time to first token", ["ttft_ms_p50", "ttft_ms_p99"], "TTFT (ms)"),
@@ -387,7 +176,7 @@ ADAPTER_PANELS = [("Time to first token", ["ttft_ms_p50", "ttft_ms_p99"], "TTFT 
                   ("End-to-end latency", ["e2e_ms_p50"], "E2E (ms)")]
 
 
-def adapters_figure(bench: dict) -> str:
+def adapters_figure(bench: dict, plots: Plots) -> str:
     mixed = [p for p in numeric_points(bench) if len(p.get("per_adapter") or {}) > 1]
     if not mixed:
         return no_figure("Per-adapter latency", "No adapter mix in this run.")
@@ -397,7 +186,7 @@ def adapters_figure(bench: dict) -> str:
                         [(name, [(stats or {}).get(key) for key in keys])
                          for name, stats in adapters.items()], y_label)
               for title, keys, y_label in ADAPTER_PANELS]
-    return figure("adapters", f"Per-adapter latency at {point.get('label', '?')}", panels)
+    return figure(plots, f"Per-adapter latency at {point.get('label', '?')}", panels)
 
 
 def memory_facts(memory: dict, rss_peak: float | None, gpu_peak: float | None) -> str:
@@ -423,7 +212,7 @@ def server_peaks_table(points: list[dict]) -> str:
                  rows) if rows else ""
 
 
-def memory_figure(bench: dict) -> str:
+def memory_figure(bench: dict, plots: Plots) -> str:
     memory, points = bench.get("memory") or {}, bench.get("points") or []
 
     def peak(key: str) -> float | None:
@@ -448,7 +237,7 @@ def memory_figure(bench: dict) -> str:
     missing = [name for name, value in [("weights", weights), ("KV-cache pool", kv),
                                         ("other", other)] if value is None]
     note = f"{', '.join(missing)}: {NOT_REPORTED}" if missing else ""
-    return figure("memory", "Memory breakdown", [chart], note) + details
+    return figure(plots, "Memory breakdown", [chart], note) + details
 
 
 def errors_section(bench: dict) -> str:
@@ -463,15 +252,13 @@ def errors_section(bench: dict) -> str:
 
 def render_html(bench: dict) -> str:
     """The whole report as one HTML document (no external resources)."""
-    sections = [header(bench), "<h2>Summary</h2>", summary_table(bench), latency_figures(bench),
-                throughput_figure(bench), adapters_figure(bench), memory_figure(bench),
-                errors_section(bench)]
+    plots = Plots()
+    sections = [header(bench), "<h2>Summary</h2>", summary_table(bench),
+                latency_figures(bench, plots), throughput_figure(bench, plots),
+                adapters_figure(bench, plots), memory_figure(bench, plots), errors_section(bench)]
     footer = (f"<footer>Figures are measured by thrifty bench · bench schema version "
               f"{esc(bench.get('bench_schema_version', '?'))}</footer>")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>thrifty bench: {esc(bench.get('label', 'unnamed'))}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(sections)}{footer}"
-            f"<script>{SCRIPT}</script></body></html>\n")
+    return page(f"thrifty bench: {bench.get('label', 'unnamed')}", "".join(sections) + footer)
 
 
 def write_html(bench: dict, path: str | os.PathLike) -> None:

@@ -1,27 +1,9 @@
-"""The cost report: one dict (result.json, --json), rendered as a terminal table, markdown,
-and a self-contained HTML page with a cost-vs-latency chart."""
+"""The cost report as one dict (result.json), a terminal table, markdown and an HTML page."""
 
 import datetime
 
-from thrifty.benchmark.html_report import (
-    BOTTOM,
-    COLORS,
-    CSS,
-    HEIGHT,
-    LEFT,
-    RIGHT,
-    SCRIPT,
-    TOP,
-    WIDTH,
-    axes,
-    esc,
-    figure,
-    fmt,
-    nice_ticks,
-    panel,
-    scale,
-)
-from thrifty.benchmark.html_report import table as html_table
+from thrifty.core.html_page import COLORS, Plots, Points, esc, figure, fmt, page, scatter_chart
+from thrifty.core.html_page import table as html_table
 from thrifty.core.output import table
 from thrifty.cost import serving
 from thrifty.cost.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog
@@ -144,33 +126,34 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cost_latency_chart(report: dict) -> str:
-    """$/month against modelled TPOT: one dot per option, colour per model variant."""
+def _hover(r: dict, pricing: str) -> str:
+    """One option's hover text: GPU, variant, $/month, latency and where the figures come from."""
+    return "<br>".join(esc(line) for line in [
+        f"{r['gpus']} x {r['gpu']}, {r['model']} {r['variant']}",
+        f"{_money(r['usd_per_month'])}/month ({pricing})",
+        f"TTFT {fmt(r['ttft_ms'])} ms, TPOT {fmt(r['tpot_ms'])} ms", r["figures"]])
+
+
+def cost_latency_chart(report: dict, plots: Plots | None = None) -> str:
+    """$/month against modelled TPOT: one point per option, one legend entry per model
+    variant; hovering a point names its GPU, variant, price and latency."""
     rows = _serving(report)
     if not rows:
         return "<p class='note'>No option serves this traffic within the SLO.</p>"
     variants = sorted({f"{r['model']} {r['variant']}" for r in rows})
-    color = {v: COLORS[i % len(COLORS)] for i, v in enumerate(variants)}
-    x_ticks = nice_ticks(max(r["tpot_ms"] for r in rows))
-    y_ticks = nice_ticks(max(r["usd_per_month"] for r in rows))
-    sx = scale(x_ticks[-1], LEFT, WIDTH - RIGHT)
-    sy = scale(y_ticks[-1], HEIGHT - BOTTOM, TOP)
-    marks = []
+    groups = {v: Points(v, COLORS[i % len(COLORS)]) for i, v in enumerate(variants)}
     for r in rows:
-        x, y = sx(r["tpot_ms"]), sy(r["usd_per_month"])
-        shape = "4" if r["figures"].startswith("measured") else "0"
-        marks.append(f'<circle class="mark" cx="{x:.1f}" cy="{y:.1f}" r="5" '
-                     f'fill="{color[r["model"] + " " + r["variant"]]}" stroke="#000" '
-                     f'stroke-width="{1 if shape == "4" else 0}">'
-                     f"<title>{esc(r['gpu'])} {esc(r['variant'])}: "
-                     f"{esc(_money(r['usd_per_month']))}/month, TPOT {r['tpot_ms']:.1f} ms, "
-                     f"{esc(r['figures'])}</title></circle>"
-                     f'<text x="{x + 7:.1f}" y="{y + 4:.1f}">{esc(r["gpu"])}</text>')
-    body = axes(x_ticks, y_ticks, sx, sy, "TPOT at the operating point (ms, modelled)",
-                f"$/month ({report['pricing']})") + "".join(marks)
-    return figure("cost-latency", "Monthly cost against latency, per option",
-                  [panel("cost vs TPOT", [(v, color[v]) for v in variants], body)],
-                  note="Lower left is cheaper and faster. Dots with a black ring are measured.")
+        group = groups[f"{r['model']} {r['variant']}"]
+        group.x.append(r["tpot_ms"])
+        group.y.append(r["usd_per_month"])
+        group.hover.append(_hover(r, report["pricing"]))
+        group.ringed.append(r["figures"].startswith("measured"))
+    chart = scatter_chart("Cost vs TPOT", list(groups.values()),
+                          "TPOT at the operating point (ms, modelled)",
+                          f"$/month ({report['pricing']})")
+    return figure(plots or Plots(), "Monthly cost against latency, per option", [chart],
+                  note="Lower left is cheaper and faster. Hover a point for its GPU and "
+                       "figures; points with a black ring are measured.")
 
 
 def _price_text(row: dict) -> str:
@@ -191,9 +174,7 @@ def html(report: dict) -> str:
             for n, r in enumerate(_serving(report), 1)]
     ranking = html_table(["rank", "GPU", "model", "GPUs", "TTFT ms", "TPOT ms", "$/month",
                           "$/1M output", "figures", "price"], rows)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>thrifty cost</title><style>{CSS}</style></head><body>{header}"
-            f"<h2>Cost against latency</h2>{cost_latency_chart(report)}"
-            f"<h2>Ranking</h2>{ranking}"
-            f"<footer>thrifty cost · modelled unless marked measured · prices dated in the "
-            f"catalog</footer><script>{SCRIPT}</script></body></html>\n")
+    body = (f"{header}<h2>Cost against latency</h2>{cost_latency_chart(report, Plots())}"
+            f"<h2>Ranking</h2>{ranking}<footer>thrifty cost · modelled unless marked measured · "
+            f"prices dated in the catalog</footer>")
+    return page("thrifty cost", body)
