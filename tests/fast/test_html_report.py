@@ -1,5 +1,6 @@
-"""The HTML benchmark report: self-contained, escaped, robust to missing values, and each
-chart carrying the measured values (tests/integration/test_reports_render.py draws it)."""
+"""The HTML bench report without a browser: its sections, chart data, escaping, no network.
+
+tests/integration/test_reports_render.py draws it in Chromium."""
 
 import copy
 import json
