@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure a headless Chromium is installed: the fast tests open the HTML benchmark report
+# Makes sure a headless Chromium is installed: the integration tests open the HTML reports
 # in it to check that its charts are drawn. Installs it with apt when it is missing.
 set -euo pipefail
 
@@ -23,7 +23,7 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo
 fi
 
-echo "Installing Chromium (used by the fast tests to render the HTML benchmark report)..."
+echo "Installing Chromium (used by the integration tests to render the HTML reports)..."
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 

@@ -208,3 +208,16 @@ def test_write_html_is_atomic(tmp_path):
         write_html(broken, target)
     assert [p.name for p in target.parent.iterdir()] == ["bench.html"]  # old report kept
     assert "smollm2-135m" in target.read_text()
+
+
+def test_memory_breakdown_uses_pss_over_the_rss_sum_when_measured():
+    bench = realistic_bench()
+    bench["memory"] |= {"server_memory_peak_gib": 1.5, "server_memory_measure": "pss"}
+    page = render_html(bench)
+    data, _ = chart(page, "Server memory at its peak")
+    names = [t.get("name") for t in data]
+    assert any("PSS peak" in (n or "") for n in names), names
+    other = next(t for t in data if "other" in (t.get("name") or ""))
+    assert other["x"][0] == pytest.approx(1.5 - 0.16 - 1.0) or other["y"][0] == pytest.approx(
+        1.5 - 0.16 - 1.0)
+    assert "server PSS peak" in page and "server RSS-sum peak" in page

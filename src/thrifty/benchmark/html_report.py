@@ -189,9 +189,9 @@ def adapters_figure(bench: dict, plots: Plots) -> str:
     return figure(plots, f"Per-adapter latency at {point.get('label', '?')}", panels)
 
 
-def memory_facts(memory: dict, rss_peak: float | None, gpu_peak: float | None) -> str:
+def memory_facts(memory: dict, peaks: dict[str, float | None]) -> str:
     gib = {"weights": memory.get("weights_gib"), "KV-cache pool": memory.get("kv_cache_gib"),
-           "server RSS peak": rss_peak, "GPU memory peak": gpu_peak,
+           **peaks,
            "GPU total": memory.get("gpu_total_gib")}
     counts = {"KV cache tokens": memory.get("kv_cache_tokens"),
               "max concurrency ratio": memory.get("max_concurrency_ratio"),
@@ -222,13 +222,21 @@ def memory_figure(bench: dict, plots: Plots) -> str:
 
     weights, kv = memory.get("weights_gib"), memory.get("kv_cache_gib")
     gpu_peak, rss_peak = peak("gpu_memory_peak_gib"), peak("server_rss_peak_gib")
-    # On a GPU the KV pool and weights live in GPU memory; on a CPU they live in the RSS.
-    whole, whole_name = (gpu_peak, "GPU peak") if gpu_peak is not None else (rss_peak, "RSS peak")
+    # PSS counts the pages the server's processes share once; the RSS sum counts them in each.
+    measure = (memory.get("server_memory_measure") or "pss").upper()
+    shared_peak = peak("server_memory_peak_gib")
+    # On a GPU the KV pool and weights live in GPU memory; on a CPU in the server's memory.
+    whole, whole_name = ((gpu_peak, "GPU peak") if gpu_peak is not None else
+                         (shared_peak, f"{measure} peak") if shared_peak is not None else
+                         (rss_peak, "RSS-sum peak"))
     other = whole - weights - kv if None not in (whole, weights, kv) else None
     segments = [(name, value) for name, value in [
         ("weights", weights), ("KV-cache pool", kv),
         (f"other ({whole_name} − weights − KV)", other)] if known(value) and value > 0]
-    details = memory_facts(memory, rss_peak, gpu_peak) + server_peaks_table(points)
+    peaks = {f"server {measure} peak": shared_peak,
+             "server RSS-sum peak (shared pages per process)": rss_peak,
+             "GPU memory peak": gpu_peak}
+    details = memory_facts(memory, peaks) + server_peaks_table(points)
     if not segments:
         return no_figure("Memory breakdown", "No memory figure was reported.") + details
     gpu_total = memory.get("gpu_total_gib")
