@@ -325,7 +325,7 @@ def test_cost_chart_has_a_legend_per_variant_and_hover_per_option(isolated_home,
                                                                    tmp_path):
     from test_html_report import plots
 
-    from thrifty.core.html_page import fmt
+    from thrifty.core.numbers import by_size as fmt
 
     page = tmp_path / "cost.html"
     result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--html", page,

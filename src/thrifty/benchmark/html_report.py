@@ -15,7 +15,6 @@ from thrifty.core.html_page import (
     bar_chart,
     esc,
     figure,
-    fmt,
     known,
     line_chart,
     no_figure,
@@ -23,6 +22,7 @@ from thrifty.core.html_page import (
     stacked_bar,
     table,
 )
+from thrifty.core.numbers import by_size
 
 DASHES = {"p50": "solid", "p90": "dash", "p99": "dot"}  # percentiles differ by dash and colour
 NOT_REPORTED = "not reported"
@@ -53,7 +53,7 @@ def workload_text(work: dict) -> str:
     if work.get("requests_per_point") is not None:
         per_point = f"{work['requests_per_point']} requests per point"
     else:
-        per_point = f"{fmt(work.get('duration_s_per_point'), ' s')} per point"
+        per_point = f"{by_size(work.get('duration_s_per_point'), ' s')} per point"
     source = work.get("source", "?") + (f" ({work['prompts_file']})"
                                         if work.get("prompts_file") else "")
     return (f"{source} prompts, input {work.get('input_tokens', '?')} tokens, output "
@@ -125,7 +125,7 @@ def summary_table(bench: dict) -> str:
     for point in bench.get("points") or []:
         s = point.get("summary") or {}
         label = f"{point.get('label', '?')}{' (interrupted)' if point.get('interrupted') else ''}"
-        cells = [fmt((point.get(src) or {}).get(key)) for _, src, key in columns]
+        cells = [by_size((point.get(src) or {}).get(key)) for _, src, key in columns]
         rows.append([label, f"{s.get('completed_count', 0)} / {s.get('errors_count', 0)}", *cells])
     if not rows:
         return '<p class="note">No load point was measured.</p>'
@@ -196,8 +196,8 @@ def memory_facts(memory: dict, peaks: dict[str, float | None]) -> str:
     counts = {"KV cache tokens": memory.get("kv_cache_tokens"),
               "max concurrency ratio": memory.get("max_concurrency_ratio"),
               "max model length (tokens)": memory.get("max_model_len_tokens")}
-    facts = {name: fmt(value, " GiB") for name, value in gib.items() if value is not None}
-    facts |= {name: fmt(value) for name, value in counts.items() if value is not None}
+    facts = {name: by_size(value, " GiB") for name, value in gib.items() if value is not None}
+    facts |= {name: by_size(value) for name, value in counts.items() if value is not None}
     rows = "".join(f"<tr><td>{esc(name)}</td><td>{esc(facts.get(name, NOT_REPORTED))}</td></tr>"
                    for name in [*gib, *counts])
     return f'<table class="facts">{rows}</table>'
@@ -206,7 +206,7 @@ def memory_facts(memory: dict, peaks: dict[str, float | None]) -> str:
 def server_peaks_table(points: list[dict]) -> str:
     keys = ("kv_cache_usage_peak_pct", "preemptions_count", "running_requests_peak_count",
             "waiting_requests_peak_count")
-    rows = [[p.get("label", "?"), *(fmt((p.get("server") or {}).get(key)) for key in keys)]
+    rows = [[p.get("label", "?"), *(by_size((p.get("server") or {}).get(key)) for key in keys)]
             for p in points]
     return table(["load", "KV-cache peak (%)", "preemptions", "running peak", "waiting peak"],
                  rows) if rows else ""
@@ -240,8 +240,8 @@ def memory_figure(bench: dict, plots: Plots) -> str:
     if not segments:
         return no_figure("Memory breakdown", "No memory figure was reported.") + details
     gpu_total = memory.get("gpu_total_gib")
-    chart = stacked_bar("Server memory at its peak", segments, " GiB",
-                        (f"GPU total {fmt(gpu_total, ' GiB')}", gpu_total) if gpu_total else None)
+    total_line = (f"GPU total {by_size(gpu_total, ' GiB')}", gpu_total) if gpu_total else None
+    chart = stacked_bar("Server memory at its peak", segments, " GiB", total_line)
     missing = [name for name, value in [("weights", weights), ("KV-cache pool", kv),
                                         ("other", other)] if value is None]
     note = f"{', '.join(missing)}: {NOT_REPORTED}" if missing else ""

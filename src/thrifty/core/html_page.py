@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from thrifty.core.numbers import by_size
+
 if TYPE_CHECKING:  # plotly is imported lazily, inside functions, to keep the CLI light
     from plotly.graph_objects import Figure
 
@@ -39,16 +41,6 @@ def esc(value: object) -> str:
 def known(value: object) -> bool:
     """A number that can be drawn (None, NaN and infinity cannot)."""
     return isinstance(value, int | float) and math.isfinite(value)
-
-
-def fmt(value: float | None, unit: str = "") -> str:
-    """A number with as many decimals as its size deserves; None reads as a dash."""
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}{unit}"
-    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
-    return f"{value:,.{digits}f}{unit}"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -153,7 +145,7 @@ def bar_chart(title: str, groups: list[str], series: list[tuple[str, list[float 
 
     fig = new_chart(title, "", y_label, hovermode="closest")
     for s, (name, values) in enumerate(series):
-        texts = [fmt(v) if known(v) else "n/a" for v in values]
+        texts = [by_size(v) if known(v) else "n/a" for v in values]
         fig.add_trace(go.Bar(
             name=esc(name), x=[esc(g) for g in groups], y=[v if known(v) else 0 for v in values],
             text=texts, textposition="outside", marker_color=COLORS[s % len(COLORS)],
@@ -172,10 +164,10 @@ def stacked_bar(title: str, segments: list[tuple[str, float]], unit: str,
     fig = new_chart(title, unit.strip(), "", height=230, hovermode="closest")
     for i, (name, value) in enumerate(segments):
         fig.add_trace(go.Bar(
-            name=esc(name), x=[value], y=[""], orientation="h", text=[fmt(value, unit)],
+            name=esc(name), x=[value], y=[""], orientation="h", text=[by_size(value, unit)],
             textposition="inside", insidetextanchor="middle",
             marker_color=COLORS[i % len(COLORS)],
-            hovertemplate=f"{esc(name)}: {esc(fmt(value, unit))}<extra></extra>"))
+            hovertemplate=f"{esc(name)}: {esc(by_size(value, unit))}<extra></extra>"))
     fig.update_layout(barmode="stack", margin={"t": 90, "l": 20}, legend_traceorder="normal")
     fig.update_yaxes(showline=False, ticks="")
     if total:

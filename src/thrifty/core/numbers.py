@@ -4,9 +4,6 @@ Each style is a deliberate choice of its readers; keeping them side by side keep
 (a missing value reads as a dash, thousands are separated, money has no false precision).
 """
 
-import math
-
-
 def significant(value, none: str = "-") -> str:
     """Three significant figures below 100, whole numbers from 100 (terminal tables)."""
     if value is None:
@@ -18,8 +15,8 @@ def significant(value, none: str = "-") -> str:
 
 def by_size(value: float | None, unit: str = "", none: str = "–") -> str:
     """As many decimals as the size deserves (0 from 100, 1 from 10, else 2), thousands split."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return none if value is None else str(value)
+    if value is None:
+        return none
     if isinstance(value, int):
         return f"{value:,}{unit}"
     digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2

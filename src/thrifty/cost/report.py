@@ -2,8 +2,9 @@
 
 import datetime
 
-from thrifty.core.html_page import COLORS, Plots, Points, esc, figure, fmt, page, scatter_chart
+from thrifty.core.html_page import COLORS, Plots, Points, esc, figure, page, scatter_chart
 from thrifty.core.html_page import table as html_table
+from thrifty.core.numbers import by_size, money
 from thrifty.core.output import table
 from thrifty.cost import serving
 from thrifty.cost.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog
@@ -34,10 +35,6 @@ def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str
     }
 
 
-def _money(value: float | None) -> str:
-    return "–" if value is None else f"${value:,.0f}" if value >= 100 else f"${value:,.2f}"
-
-
 def _serving(report: dict) -> list[dict]:
     return [r for r in report["options"] if r.get("usd_per_month") is not None]
 
@@ -49,8 +46,8 @@ def print_terminal(report: dict, top: int) -> None:
         by = r["usd_per_month_by_pricing"]
         rows.append([r["gpu"], f"{r['model']} {r['variant']}", r["tensor_parallel"],
                      r["replicas"], r["gpus"], f"{r['ttft_ms']:,.0f}", f"{r['tpot_ms']:.1f}",
-                     f"{r['utilisation_pct']:.0f}%", _money(r["usd_per_month"]),
-                     *[_money(by[k]) for k in PRICE_KINDS if k != report["pricing"]],
+                     f"{r['utilisation_pct']:.0f}%", money(r["usd_per_month"]),
+                     *[money(by[k]) for k in PRICE_KINDS if k != report["pricing"]],
                      f"${r['usd_per_1m_input_tokens']:.3f} / ${r['usd_per_1m_output_tokens']:.3f}",
                      "measured" if r["figures"].startswith("measured") else "modelled"])
     others = [k for k in PRICE_KINDS if k != report["pricing"]]
@@ -102,8 +99,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {n} | {r['gpu']} | {r['model']} {r['variant']} | {r['tensor_parallel']} | "
             f"{r['replicas']} | {r['gpus']} | {r['ttft_ms']:,.0f} | {r['tpot_ms']:.1f} | "
-            f"{r['utilisation_pct']:.0f}% | {_money(by['on-demand'])} | {_money(by['spot'])} | "
-            f"{_money(by['reserved'])} | ${r['usd_per_1m_input_tokens']:.4f} | "
+            f"{r['utilisation_pct']:.0f}% | {money(by['on-demand'])} | {money(by['spot'])} | "
+            f"{money(by['reserved'])} | ${r['usd_per_1m_input_tokens']:.4f} | "
             f"${r['usd_per_1m_output_tokens']:.4f} | {r['figures']} | "
             f"{price.get('provider', '')} {price.get('date', '')} |")
     blocked = [r for r in report["options"] if r.get("problem")]
@@ -130,8 +127,8 @@ def _hover(r: dict, pricing: str) -> str:
     """One option's hover text: GPU, variant, $/month, latency and where the figures come from."""
     return "<br>".join(esc(line) for line in [
         f"{r['gpus']} x {r['gpu']}, {r['model']} {r['variant']}",
-        f"{_money(r['usd_per_month'])}/month ({pricing})",
-        f"TTFT {fmt(r['ttft_ms'])} ms, TPOT {fmt(r['tpot_ms'])} ms", r["figures"]])
+        f"{money(r['usd_per_month'])}/month ({pricing})",
+        f"TTFT {by_size(r['ttft_ms'])} ms, TPOT {by_size(r['tpot_ms'])} ms", r["figures"]])
 
 
 def cost_latency_chart(report: dict, plots: Plots | None = None) -> str:
@@ -169,7 +166,7 @@ def html(report: dict) -> str:
               f"SLO {esc(report['slo']['text'])} · {esc(report['pricing'])} prices</p>"
               f"<p class='banner'>{esc(report['note'])}</p>")
     rows = [[str(n), r["gpu"], f"{r['model']} {r['variant']}", str(r["gpus"]),
-             fmt(r["ttft_ms"]), fmt(r["tpot_ms"]), _money(r["usd_per_month"]),
+             by_size(r["ttft_ms"]), by_size(r["tpot_ms"]), money(r["usd_per_month"]),
              f"${r['usd_per_1m_output_tokens']:.4f}", r["figures"], _price_text(r)]
             for n, r in enumerate(_serving(report), 1)]
     ranking = html_table(["rank", "GPU", "model", "GPUs", "TTFT ms", "TPOT ms", "$/month",
