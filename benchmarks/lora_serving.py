@@ -27,12 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import thrifty
+from common import fingerprint, thrifty
 
 from thrifty.benchmark import metrics, workload
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
 from thrifty.benchmark.target import ServeProcess
-from thrifty.core import hardware
 from thrifty.core.stats import percentile
 from thrifty.formats.openai_api import ServerClient
 from thrifty.serve import demo_adapters
@@ -177,7 +176,8 @@ def write(rows: list[dict], args) -> None:
         if "mixed" in row:
             row["mixed_vs_base_same_server_ratio"] = round(
                 row["mixed"][TPS] / row["base"][TPS], 3)
-    result = {"benchmark": "lora_serving", "hardware": hardware.describe(),
+    fp = fingerprint()
+    result = {"benchmark": "lora_serving", "hardware": fp["hardware"], "fingerprint": fp,
               "workload": {"prompt_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
                            "prompts": "cut from the corpus (thrifty bench's synthetic prompts)",
                            "concurrency": args.concurrency, "requests_count": args.requests,
