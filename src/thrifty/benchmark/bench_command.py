@@ -11,7 +11,8 @@ from thrifty.assets import prepare
 from thrifty.benchmark import html_report, report, workload
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import target as targets
-from thrifty.core import hardware, stats, tasks
+from thrifty.benchmark.bench_config import BenchConfig, BenchOptions, check, parse_floats
+from thrifty.core import hardware, tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
 from thrifty.core.files import write_json
@@ -30,18 +31,6 @@ def bench_group() -> None:
     thrifty bench latency --model smollm2-135m --batch-size 1,8
     thrifty bench compare RUN_A RUN_B
     """
-
-
-def _floats(text: str, option: str, integer: bool = False) -> list[float]:
-    try:
-        values = [int(v) if integer else float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v <= 0 for v in values):
-        kind = "positive whole numbers" if integer else "positive numbers"
-        raise BadInput(f"{option} {text!r} must be a comma-separated list of {kind}, for "
-                       f"example {option} {'1,4,16' if integer else '0.5,2,8'}.")
-    return values
 
 
 @bench_group.command("run")
@@ -105,11 +94,7 @@ def _floats(text: str, option: str, integer: bool = False) -> list[float]:
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
               help="Seconds before one request counts as failed.")
 @json_option
-def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, input_tokens,
-              output_tokens, prompts_file, tokenizer, requests_count, duration_s, concurrency,
-              rate, arrivals, max_concurrency, warmup_count, seed, slo_text, slo_percent,
-              mix_text, allow_eos, label, dtype, max_model_len, sample_every_s, timeout_s,
-              as_json) -> None:
+def bench_run(**options) -> None:
     """Load a server with streamed completions and report latency, throughput and memory.
 
     Each load point (a concurrency or an arrival rate) sends the same seeded requests. Per
@@ -119,83 +104,83 @@ def bench_run(url, model, adapter_specs, adapters_dir, api_key, served_model, in
     (every request included), CSV files, report.html and the prompts sent (prompts.jsonl).
     Ctrl-C stops the run and keeps what was measured.
     """
-    config = {k: v for k, v in locals().items() if k != "api_key"}
-    # Check every option before anything slow starts.
-    if bool(url) == bool(model):
-        raise BadInput("Give exactly one of --url (a running server) or --model (a model "
-                       "thrifty serves for the run).")
-    if url and (adapter_specs or adapters_dir):
-        raise BadInput("--adapter and --adapters-dir start adapters with --model; a --url "
-                       "server has its own (load them with `thrifty adapters load`).")
-    if concurrency and rate:
-        raise BadInput("Give either --concurrency (closed loop) or --rate (open loop); cap an "
-                       "open loop's requests in flight with --max-concurrency.")
-    slo = stats.parse_slo(slo_text) if slo_text else None
-    mix = workload.parse_adapter_mix(mix_text) if mix_text else None
-    input_len = workload.parse_length(input_tokens, "--input-tokens")
-    output_len = workload.parse_length(output_tokens, "--output-tokens")
-    kind = "concurrency" if not rate else arrivals
-    loads = (_floats(rate, "--rate") if rate
-             else _floats(concurrency or "1,4,16", "--concurrency", integer=True))
-    if prompts_file:
-        file_prompts = workload.read_prompts_file(prompts_file, output_len, seed)
-    run = RunRecord("bench", config, engines_used=("vllm",) if model else ())
+    config = BenchConfig(**options)
+    parsed = check(config)
+    run = RunRecord("bench", config.as_record(), engines_used=("vllm",) if config.model else ())
     try:
         with run:
             signal.signal(signal.SIGTERM, _raise_interrupt)
-            server = None
-            try:
-                if model:
-                    server, target = targets.start_server(model, adapter_specs, adapters_dir,
-                                                          dtype, max_model_len, run.path)
-                else:
-                    target = targets.connect(url, api_key, served_model)
-                targets.check_mix(mix, target)
-                fresh = False
-                if prompts_file:
-                    # the user's prompts are all measured; warm-up reuses the first few
-                    measured = file_prompts[:requests_count] if requests_count else file_prompts
-                    warm = file_prompts[:warmup_count]
-                    info = {"source": "file", "prompts_file": prompts_file}
-                else:
-                    ref = tokenizer or target.model_path or target.base_model
-                    per_point = requests_count or 64
-                    fresh = not duration_s
-                    with stderr.status("cutting prompts from the enwiki corpus"):
-                        prompts = workload.synthetic_prompts(
-                            workload.load_tokenizer(ref),
-                            per_point * (len(loads) if fresh else 1) + warmup_count,
-                            input_len, output_len, seed)
-                    warm, measured = prompts[:warmup_count], prompts[warmup_count:]
-                    info = {"source": "synthetic", "prompts_file": None}
-                info |= {"input_tokens": str(input_len), "output_tokens": str(output_len)}
-                workload.write_prompts_file(measured, run.path / "prompts.jsonl")
-                plan = runner.BenchPlan(
-                    profile_kind=kind, loads=loads, prompts=measured, warmup_prompts=warm,
-                    requests_per_point=None if duration_s else
-                    (len(measured) if prompts_file else per_point), fresh_per_point=fresh,
-                    duration_s=duration_s, seed=seed, workload_info=info, mix=mix,
-                    max_concurrency=max_concurrency, slo=slo, slo_attainment_pct=slo_percent,
-                    ignore_eos=not allow_eos, label=label or "", hardware=_hardware_line(),
-                    sample_every_s=sample_every_s, request_timeout_s=timeout_s)
-                bench = _run_with_progress(plan, target)
-            finally:
-                if server is not None:
-                    server.stop()
+            bench = _measure(config, parsed, run)
             _write_reports(bench, run)
-            if as_json:
-                emit_json({"run": str(run.path), "bench": {k: v for k, v in bench.items()
-                                                           if k != "requests"}})
-            else:
-                report.print_summary(bench)
-                click.echo(f"Run folder: {run.path} (report.html, result.json, requests.csv, "
-                           "points.csv, prompts.jsonl)")
+            _print_result(config, bench, run)
             if bench["interrupted"]:
                 raise _Interrupted(len(bench["requests"]))
     except _Interrupted as stop:
         stderr.print(f"Interrupted: kept {stop.kept} finished requests; reports are in "
                      f"{run.path}.")
         raise SystemExit(130) from None
+
+
+def _measure(config: BenchConfig, parsed: BenchOptions, run: RunRecord) -> dict:
+    """Start or connect to the server, load it, and stop a server started for the run."""
+    server = None
+    try:
+        if config.model:
+            server, target = targets.start_server(config.model, config.adapter_specs,
+                                                  config.adapters_dir, config.dtype,
+                                                  config.max_model_len, run.path)
+        else:
+            target = targets.connect(config.url, config.api_key, config.served_model)
+        targets.check_mix(parsed.mix, target)
+        plan = _build_plan(config, parsed, target, run)
+        return _run_with_progress(plan, target)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _build_plan(config: BenchConfig, parsed: BenchOptions, target: runner.Target,
+                run: RunRecord) -> runner.BenchPlan:
+    """The prompts (the user's, or cut from the corpus) and every setting of the run."""
+    fresh = False
+    if parsed.file_prompts is not None:
+        # the user's prompts are all measured; warm-up reuses the first few
+        file_prompts = parsed.file_prompts
+        measured = file_prompts[:config.requests_count] if config.requests_count else file_prompts
+        warm = file_prompts[:config.warmup_count]
+        info = {"source": "file", "prompts_file": config.prompts_file}
+        per_point = len(measured)
+    else:
+        ref = config.tokenizer or target.model_path or target.base_model
+        per_point = config.requests_count or 64
+        fresh = not config.duration_s
+        with stderr.status("cutting prompts from the enwiki corpus"):
+            prompts = workload.synthetic_prompts(
+                workload.load_tokenizer(ref),
+                per_point * (len(parsed.loads) if fresh else 1) + config.warmup_count,
+                parsed.input_len, parsed.output_len, config.seed)
+        warm, measured = prompts[:config.warmup_count], prompts[config.warmup_count:]
+        info = {"source": "synthetic", "prompts_file": None}
+    info |= {"input_tokens": str(parsed.input_len), "output_tokens": str(parsed.output_len)}
+    workload.write_prompts_file(measured, run.path / "prompts.jsonl")
+    return runner.BenchPlan(
+        profile_kind=parsed.kind, loads=parsed.loads, prompts=measured, warmup_prompts=warm,
+        requests_per_point=None if config.duration_s else per_point, fresh_per_point=fresh,
+        duration_s=config.duration_s, seed=config.seed, workload_info=info, mix=parsed.mix,
+        max_concurrency=config.max_concurrency, slo=parsed.slo,
+        slo_attainment_pct=config.slo_percent, ignore_eos=not config.allow_eos,
+        label=config.label or "", hardware=_hardware_line(),
+        sample_every_s=config.sample_every_s, request_timeout_s=config.timeout_s)
+
+
+def _print_result(config: BenchConfig, bench: dict, run: RunRecord) -> None:
+    if config.as_json:
+        emit_json({"run": str(run.path), "bench": {k: v for k, v in bench.items()
+                                                   if k != "requests"}})
+    else:
+        report.print_summary(bench)
+        click.echo(f"Run folder: {run.path} (report.html, result.json, requests.csv, "
+                   "points.csv, prompts.jsonl)")
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -287,9 +272,9 @@ def bench_latency(model, batch_sizes, input_lens, output_lens, iterations, warmu
     each batch size x input x output length, end-to-end latency p50/p90/p99, the prefill alone,
     and the time per decode step."""
     params = {
-        "batch_sizes": _floats(batch_sizes, "--batch-size", integer=True),
-        "input_lens": _floats(input_lens, "--input-tokens", integer=True),
-        "output_lens": _floats(output_lens, "--output-tokens", integer=True),
+        "batch_sizes": parse_floats(batch_sizes, "--batch-size", integer=True),
+        "input_lens": parse_floats(input_lens, "--input-tokens", integer=True),
+        "output_lens": parse_floats(output_lens, "--output-tokens", integer=True),
         "iterations": iterations, "warmup_iterations": warmup_iterations,
         "max_model_len": max_model_len, "seed": seed, "eager": not hardware.gpus()}
     longest = max(params["input_lens"]) + max(params["output_lens"])
