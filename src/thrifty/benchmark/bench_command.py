@@ -228,7 +228,9 @@ def _write_reports(bench: dict, run: RunRecord) -> None:
     measured = {}
     if best is not None:
         measured = {k: v for k, v in best["summary"].items() if v is not None}
-    measured |= {f"memory_{k}": v for k, v in bench["memory"].items() if v is not None}
+    # Figures only: the name of the memory measure (pss/uss) stays in the bench details.
+    measured |= {f"memory_{k}": v for k, v in bench["memory"].items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)}
     run.record(measured, details={"bench": bench})
     report.write_requests_csv(bench, run.path / "requests.csv")
     report.write_points_csv(bench, run.path / "points.csv")
