@@ -7,6 +7,7 @@ import pytest
 
 from thrifty.benchmark import memory, monitor, report, workload
 from thrifty.core.errors import BadInput
+from thrifty.formats.bench_result import load_bench
 
 
 @pytest.mark.parametrize("text, kind, a, b", [
@@ -144,6 +145,6 @@ def test_compare_deltas_against_the_first_run():
 def test_load_bench_rejects_other_files(tmp_path):
     (tmp_path / "result.json").write_text(json.dumps({"command": "quantize", "details": {}}))
     with pytest.raises(BadInput, match="not the result of `thrifty bench`"):
-        report.load_bench(str(tmp_path))
+        load_bench(str(tmp_path))
     with pytest.raises(BadInput, match="neither a `thrifty bench` run folder"):
-        report.load_bench(str(tmp_path / "missing"))
+        load_bench(str(tmp_path / "missing"))

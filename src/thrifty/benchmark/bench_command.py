@@ -19,6 +19,7 @@ from thrifty.core.files import write_json
 from thrifty.core.output import DefaultSubcommandGroup, emit_json, json_option, table
 from thrifty.core.progress import stderr
 from thrifty.core.runs import RunRecord
+from thrifty.formats.bench_result import load_bench
 
 
 @click.group(cls=DefaultSubcommandGroup, default_command="run")
@@ -247,7 +248,7 @@ def bench_compare(runs: tuple[str, ...], as_json: bool) -> None:
     if len(runs) < 2:
         raise BadInput("`thrifty bench compare` needs at least two runs (run folders or "
                        "result.json files).")
-    loaded = [report.load_bench(ref) for ref in runs]
+    loaded = [load_bench(ref) for ref in runs]
     result = report.compare([bench for _, bench in loaded])
     if as_json:
         emit_json({"runs": [ref for ref, _ in loaded], **result})

@@ -7,9 +7,6 @@ from pathlib import Path
 from thrifty.core.numbers import significant
 from thrifty.core.output import table
 
-# The one loader lives with the format; `thrifty bench compare` reaches it as report.load_bench.
-from thrifty.formats.bench_result import load_bench  # noqa: F401
-
 # (metric key, column heading, True when higher is better)
 HEADLINE = [
     ("request_throughput_per_s", "req/s", True),
