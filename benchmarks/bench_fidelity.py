@@ -25,8 +25,8 @@ import common
 
 from thrifty.assets import prepare
 from thrifty.benchmark import workload
+from thrifty.benchmark.target import ServeProcess
 from thrifty.core.execute import ensure_engine
-from thrifty.serve import server
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "smollm2-135m"
@@ -84,11 +84,9 @@ def main() -> None:
     ref = prepare.ensure_model(MODEL)
     vllm_python = ensure_engine("vllm")
     work = Path(tempfile.mkdtemp(prefix="bench-fidelity-"))
-    plan = server.make_plan(ref, {}, None, [], "127.0.0.1", 0, api_key=None, dtype="auto",
-                            max_model_len=2048, eager=True, tensor_parallel_size=1,
-                            max_lora_rank=None, max_loras=None)
-    plan.port = server.free_port("127.0.0.1", 0)
-    process = server.ServerProcess(plan, vllm_python, work)
+    # the server is started as users start it: `thrifty serve ... --json` in a child process
+    process = ServeProcess([MODEL, "--port", "0", "--dtype", "auto", "--max-model-len", "2048",
+                            "--eager"], work)
     prompts_file = work / "prompts.jsonl"
     tokenizer = workload.load_tokenizer(ref.path)
     fixed_in = workload.parse_length(str(args.input_tokens), "--input-tokens")
@@ -96,11 +94,10 @@ def main() -> None:
     workload.write_prompts_file(
         workload.synthetic_prompts(tokenizer, args.requests, fixed_in, fixed_out, seed=0),
         prompts_file)
-    url = plan.url
     reps = []
-    process.start()
+    ready = process.start()
+    url = ready["url"].removesuffix("/v1")
     try:
-        process.wait_ready()
         print(f"server ready at {url}; warming up", flush=True)
         run_thrifty(url, prompts_file, args.concurrency)
         for rep in range(args.reps):
@@ -110,7 +107,7 @@ def main() -> None:
                 if tool == "thrifty":
                     results[tool] = run_thrifty(url, prompts_file, args.concurrency)
                 else:
-                    results[tool] = run_vllm(vllm_python, url, ref.path, plan.base_label,
+                    results[tool] = run_vllm(vllm_python, url, ref.path, ready["base"],
                                              prompts_file, args.requests, args.concurrency,
                                              work)
             row = {"order": order}

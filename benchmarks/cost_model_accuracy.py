@@ -25,11 +25,10 @@ from pathlib import Path
 import common
 
 from thrifty.assets import prepare
+from thrifty.benchmark.target import ServeProcess
 from thrifty.core import hardware
-from thrifty.core.execute import ensure_engine
 from thrifty.cost import calibrate, model_shape, perf_model
 from thrifty.formats import probe
-from thrifty.serve import server
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "smollm2-135m"
@@ -63,21 +62,17 @@ def bench(url: str, work: dict, seed_offset: int) -> str:
 
 def measure(seed_offset: int) -> dict:
     ref = prepare.ensure_model(MODEL)
-    vllm_python = ensure_engine("vllm")
     work_dir = Path(tempfile.mkdtemp(prefix="cost-accuracy-"))
-    plan = server.make_plan(ref, {}, None, [], "127.0.0.1", 0, api_key=None, dtype="auto",
-                            max_model_len=2048, eager=True, tensor_parallel_size=1,
-                            max_lora_rank=None, max_loras=None)
-    plan.port = server.free_port("127.0.0.1", 0)
-    process = server.ServerProcess(plan, vllm_python, work_dir)
-    process.start()
+    # the server is started as users start it: `thrifty serve ... --json` in a child process
+    process = ServeProcess([MODEL, "--port", "0", "--dtype", "auto", "--max-model-len", "2048",
+                            "--eager"], work_dir)
+    url = process.start()["url"].removesuffix("/v1")
     runs = {}
     try:
-        process.wait_ready()
         again = {**CALIBRATION, "name": "calibration again", "seed": "5"}
         for work in [CALIBRATION, *WORKLOADS, again]:
             print(f"measuring {work['name']}", flush=True)
-            runs[work["name"]] = bench(plan.url, work, seed_offset)
+            runs[work["name"]] = bench(url, work, seed_offset)
     finally:
         process.stop()
     return {"model_path": ref.path, "seed_offset": seed_offset, "runs": runs}

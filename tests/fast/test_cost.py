@@ -101,6 +101,20 @@ def test_calibration_recovers_known_efficiencies(cat):
     assert 20 < fitted.overhead_ms < 80 and fitted.lag_ms < 100
 
 
+@pytest.mark.parametrize("probe_scale", [0.02, 20.0])
+def test_calibration_does_not_depend_on_the_probes_scale(cat, probe_scale):
+    """A probe can be far from what vLLM reaches (a CPU's bf16 matmul rate in torch): the
+    efficiencies absorb the scale and the predictions still match."""
+    shape = model_shape.load("smollm2-1.7b")
+    hw = Hardware("test-cpu", 20.0, 0.5, 0.5, max_batched_tokens=2048, max_num_seqs=128)
+    bench = synthetic_bench(shape, hw, Efficiency(0.5, 0.4, 15.0, lag_ms=20.0))
+    probed = Hardware("test-cpu", 20.0, 0.5 * probe_scale, 0.5, max_batched_tokens=2048,
+                      max_num_seqs=128)
+    fitted, report = calibrate.fit(bench, shape, probed, "synthetic")
+    assert report["worst_error_pct"] < 3, report["points"]
+    assert fitted.compute * probe_scale == pytest.approx(0.4, rel=0.15)
+
+
 def test_nelder_mead_finds_a_minimum():
     best = calibrate.nelder_mead(lambda x: (x[0] - 1) ** 2 + (x[1] + 2) ** 2, [0.0, 0.0], 0.5,
                                  200)
