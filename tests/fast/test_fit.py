@@ -2,6 +2,7 @@
 published figures (a 70B model: ~140 GB of FP16 weights, ~35 GB at 4 bits)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,8 @@ def test_quantization_configs_are_read(tmp_path):
 
 
 @pytest.mark.parametrize("config, phrase", [
-    ({**SMOLLM2_135M, "num_local_experts": 8}, "mixture-of-experts"),
+    ({**SMOLLM2_135M, "num_local_experts": 8}, "no experts-per-token field"),
+    ({**SMOLLM2_135M, "kv_lora_rank": 512}, "multi-head latent attention"),
     ({"hidden_size": 8}, "lacks num_hidden_layers"),
     ({**SMOLLM2_135M, "quantization_config": {"quant_method": "hqq"}}, "'hqq'"),
 ])
@@ -122,3 +124,38 @@ def test_fit_command_model_that_fits_nowhere_says_how_much_it_needs(isolated_hom
 def test_fit_command_rejects_nonsense(isolated_home, run_cli):
     result = run_cli("fit", "llama-3.1-8b", "--concurrency", "0")
     assert result.exit_code == 1 and "must be positive" in result.output
+
+
+MEASURED_CONFIGS = Path(__file__).parents[2] / "benchmarks" / "data" / "h100-measurements" / \
+    "configs"
+
+
+@pytest.mark.parametrize("folder, total, active", [
+    ("mistralai__Mixtral-8x7B-v0.1", 46.7e9, 12.9e9),  # Mistral AI: 46.7B total, 12.9B active
+    ("mistralai__Mixtral-8x22B-v0.1", 141e9, 39e9),  # Mistral AI: 141B total, 39B active
+    # Meta: 109B total (the vision encoder included), 17B active
+    ("RedHatAI__Llama-4-Scout-17B-16E-Instruct-FP8-dynamic", 109e9, 17e9),
+])
+def test_mixture_of_experts_counts_match_the_published_ones(folder, total, active):
+    shape = model_shape.load(str(MEASURED_CONFIGS / folder))
+    assert shape.is_moe
+    assert shape.params == pytest.approx(total, rel=0.015)
+    assert shape.as_dict()["active_params"] == pytest.approx(active, rel=0.02)
+
+
+def test_a_decode_batch_touches_more_experts_than_one_token():
+    shape = model_shape.load(str(MEASURED_CONFIGS / "mistralai__Mixtral-8x7B-v0.1"))
+    one, batch = shape.weight_read_bytes(1), shape.weight_read_bytes(64)
+    # one token reads 2 of 8 experts per layer; 64 tokens read practically all of them
+    assert one < 0.3 * shape.weight_bytes
+    assert batch == pytest.approx(shape.weight_bytes, rel=0.01)
+
+
+def test_an_fp8_checkpoint_keeps_its_ignored_attention_in_16_bits():
+    shape = model_shape.load(str(MEASURED_CONFIGS /
+                                 "RedHatAI__Llama-4-Scout-17B-16E-Instruct-FP8-dynamic"))
+    assert (shape.precision, shape.weight_format, shape.attention_quantized) == \
+        ("fp8", "float", False)
+    all_fp8 = shape.params  # one byte each, if every linear layer were FP8
+    assert all_fp8 < shape.weight_bytes < 1.1 * all_fp8
+    assert 0.7 < shape.low_precision_flops_share() < 1

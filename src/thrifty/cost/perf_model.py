@@ -23,6 +23,28 @@ MAX_NUM_SEQS = 256  # vLLM's default cap on sequences in one batch (OpenAI serve
 
 
 @dataclass(frozen=True)
+class Link:
+    """How a GPU talks to the others of its node, for tensor parallelism's all-reduces."""
+    gb_s: float  # each direction
+    allreduce_latency_us: float
+    source: str
+
+
+# NVLink: vLLM's custom all-reduce, a few microseconds per small message (fitted with the
+# efficiencies on the H100 measurements, see docs/cost.md). PCIe: vLLM turns its custom
+# all-reduce off beyond two PCIe GPUs and NCCL's ring pays a hop per GPU; assumed 4x NVLink's.
+NVLINK_ALLREDUCE_US = 8.0
+PCIE_ALLREDUCE_US = 4 * NVLINK_ALLREDUCE_US
+
+
+def interconnect_of(gpu: Gpu) -> Link:
+    """The catalog's interconnect as a link: its bandwidth is the two directions together."""
+    if "nvlink" in gpu.interconnect.lower():
+        return Link(gpu.interconnect_gb_s / 2, NVLINK_ALLREDUCE_US, "fitted on H100 NVLink")
+    return Link(gpu.interconnect_gb_s / 2, PCIE_ALLREDUCE_US, "assumed (4x NVLink's)")
+
+
+@dataclass(frozen=True)
 class Hardware:
     """What the roofline needs to know about a device."""
     name: str
@@ -33,18 +55,38 @@ class Hardware:
     max_batched_tokens: int = 2048
     max_num_seqs: int = MAX_NUM_SEQS
     kind: str = "gpu"  # "gpu" or "cpu"
+    link_gb_s: float = 0.0  # GPU-to-GPU bandwidth, each direction (tensor parallelism)
+    allreduce_latency_us: float = 0.0  # fixed cost of one small all-reduce on that link
 
-    def matmul_rate(self, shape: ModelShape) -> float:
-        """Peak FLOP/s for the model's matmuls: 8-bit activations use the 8-bit tensor rate;
-        weight-only quantization dequantizes and multiplies in 16-bit."""
-        if shape.activation_bits <= 8:
-            return (self.fp8_tflops or self.int8_tops) * 1e12
-        return self.bf16_tflops * 1e12
+    def low_precision_rate(self, shape: ModelShape) -> float:
+        """Peak FLOP/s of 8-bit activations: FP8 on FP8 tensor cores, INT8 on INT8 ones. A GPU
+        without FP8 runs FP8 checkpoints weight-only (vLLM's Marlin FP8), at the 16-bit rate."""
+        if shape.weight_format == "float":
+            return (self.fp8_tflops or self.bf16_tflops) * 1e12
+        return self.int8_tops * 1e12
+
+    def matmul_seconds(self, shape: ModelShape, flops: float) -> float:
+        """Time of a step's linear-layer FLOPs at peak: the share that runs at the 8-bit rate
+        (W8A8, FP8) and the rest (16-bit activations, layers kept 16-bit) at the 16-bit rate."""
+        low = shape.low_precision_flops_share()
+        return flops * (low / self.low_precision_rate(shape)
+                        + (1 - low) / (self.bf16_tflops * 1e12))
+
+    def allreduce_seconds(self, shape: ModelShape, tokens: int, tp: int) -> float:
+        """Tensor parallelism's all-reduces in one step: two per layer (after attention, after
+        the MLP) of tokens x hidden 16-bit values, ring algorithm over the link."""
+        if tp <= 1:
+            return 0.0
+        message = tokens * shape.hidden * 2
+        ring = 2 * (tp - 1) / tp * message / (self.link_gb_s * 1e9)
+        return 2 * shape.layers * (self.allreduce_latency_us * 1e-6 + ring)
 
     @classmethod
     def from_gpu(cls, gpu: Gpu) -> "Hardware":
+        link = interconnect_of(gpu)
         return cls(gpu.id, gpu.bandwidth_gb_s, gpu.bf16_tflops, gpu.int8_tops, gpu.fp8_tflops,
-                   max_batched_tokens(gpu), 1024 if max_batched_tokens(gpu) > 2048 else 256)
+                   max_batched_tokens(gpu), 1024 if max_batched_tokens(gpu) > 2048 else 256,
+                   link_gb_s=link.gb_s, allreduce_latency_us=link.allreduce_latency_us)
 
     @classmethod
     def from_probe(cls, probe: dict) -> "Hardware":
@@ -85,12 +127,14 @@ class Step:
 def step_seconds(shape: ModelShape, hw: Hardware, eff: Efficiency, step: Step,
                  tp: int = 1) -> float:
     tokens = step.prefill_tokens + step.decodes
-    read = shape.decode_read_bytes + step.context_tokens * shape.kv_bytes_per_token
-    flops = (shape.matmul_flops_per_token() * tokens + shape.lm_head_flops() * step.sampled
-             + shape.attention_flops(1, 1) * (step.prefill_attention + step.context_tokens))
+    read = shape.weight_read_bytes(tokens) + step.context_tokens * shape.kv_bytes_per_token
+    linear_s = hw.matmul_seconds(shape, shape.matmul_flops_per_token() * tokens)
+    other_flops = (shape.lm_head_flops() * step.sampled
+                   + shape.attention_flops(1, 1) * (step.prefill_attention + step.context_tokens))
+    compute_s = (linear_s + other_flops / (hw.bf16_tflops * 1e12)) / tp / eff.compute
     memory_s = read / tp / (hw.bandwidth_gb_s * 1e9 * eff.memory)
-    compute_s = flops / tp / (hw.matmul_rate(shape) * eff.compute)
-    return eff.overhead_ms / 1000 + max(memory_s, compute_s)
+    return (eff.overhead_ms / 1000 + max(memory_s, compute_s)
+            + hw.allreduce_seconds(shape, tokens, tp))
 
 
 def decode_step(batch: int, context: float) -> Step:

@@ -29,6 +29,7 @@ class SimRequest:
     input_tokens: int
     output_tokens: int
     arrival_s: float = 0.0
+    prompt: "Prompt | None" = None  # what its prompt shares with others (prefix caching)
     prefilled: int = 0
     generated: int = 0
     first_token_s: float | None = None
@@ -47,6 +48,49 @@ class SimRequest:
         return (self.e2e_s - self.ttft_s) / max(1, self.output_tokens - 1)
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt's identity for vLLM's prefix cache: requests with the same `text` reuse all its
+    full blocks once one of them was prefilled; requests of one `group` share its first
+    `shared_tokens` (a system prompt)."""
+    text: int
+    group: int = -1
+    shared_tokens: int = 0
+
+
+@dataclass
+class PrefixCache:
+    """vLLM's automatic prefix caching, at the level that matters for a workload that cycles
+    through a fixed set of prompts: hits in whole blocks, the last prompt token always computed.
+    Freed blocks are evicted least-recently-used, so a cycle of prompts whose blocks (with what
+    running requests hold) exceed the cache gets no hit at all; `capacity_tokens` includes a
+    CPU offload tier, from which evicted blocks come back."""
+    capacity_tokens: float
+    block_tokens: int = 16
+    texts: set = field(default_factory=set)
+    groups: set = field(default_factory=set)
+    unique_tokens: int = 0  # prompt tokens of every distinct prompt seen
+
+    def cached_tokens(self, request: "SimRequest", in_use_tokens: float) -> int:
+        prompt = request.prompt
+        if prompt is None or self.unique_tokens + in_use_tokens > self.capacity_tokens:
+            return 0
+        if prompt.text in self.texts:
+            hit = request.input_tokens - 1
+        elif prompt.group in self.groups:
+            hit = min(prompt.shared_tokens, request.input_tokens - 1)
+        else:
+            return 0
+        return hit // self.block_tokens * self.block_tokens
+
+    def remember(self, request: "SimRequest") -> None:
+        prompt = request.prompt
+        if prompt is not None and prompt.text not in self.texts:
+            self.texts.add(prompt.text)
+            self.groups.add(prompt.group)
+            self.unique_tokens += request.input_tokens
+
+
 @dataclass
 class Workload:
     """Requests of given lengths, sent by `concurrency` closed-loop users (all starting
@@ -57,11 +101,16 @@ class Workload:
     kv_tokens: int | None = None  # KV-cache capacity; None: unlimited
     tp: int = 1
     requests: list[SimRequest] = field(default_factory=list)
+    prompts: list[Prompt] | None = None  # per request, for prefix caching; None: all distinct
+    prefix_cache_tokens: float | None = None  # cache reach (GPU KV + CPU offload); None: off
 
 
 def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
              max_steps: int = 2_000_000) -> list[SimRequest]:
     pending = [SimRequest(i, o) for i, o in work.lengths]
+    for request, prompt in zip(pending, work.prompts or [], strict=False):
+        request.prompt = prompt
+    cache = PrefixCache(work.prefix_cache_tokens) if work.prefix_cache_tokens else None
     lag = eff.lag_ms / 1000  # from the client's send to the engine's queue
     if work.arrivals_s is not None:
         for request, at in zip(pending, work.arrivals_s, strict=True):
@@ -85,13 +134,15 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
                 break
             now = future[0][0]
             continue
-        step, finishing_prefill, kv_free = _schedule(waiting, running, hw, kv_free)
+        step, finishing_prefill, kv_free = _schedule(waiting, running, hw, kv_free, cache)
         now += step_seconds(shape, hw, eff, step, work.tp)
         released = []
         for request in list(running):
             if request in finishing_prefill:
                 request.first_token_s = now
                 request.generated = 1
+                if cache is not None:
+                    cache.remember(request)
             elif request.prefilled >= request.input_tokens:
                 request.generated += 1
             if request.generated >= request.output_tokens:
@@ -112,7 +163,7 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
 
 
 def _schedule(waiting: list[SimRequest], running: list[SimRequest], hw: Hardware,
-              kv_free: float) -> tuple[Step, set, float]:
+              kv_free: float, cache: PrefixCache | None = None) -> tuple[Step, set, float]:
     decoding = [r for r in running if r.prefilled >= r.input_tokens]
     budget = hw.max_batched_tokens - len(decoding)
     context = sum(r.input_tokens + r.generated for r in decoding)
@@ -127,6 +178,9 @@ def _schedule(waiting: list[SimRequest], running: list[SimRequest], hw: Hardware
         kv_free -= needed
         running.append(waiting.pop(0))
         partial.append(request)
+        if cache is not None:
+            in_use = sum(r.input_tokens + r.generated for r in running)
+            request.prefilled = cache.cached_tokens(request, in_use)
     for request in partial:
         if budget <= 0:
             break
