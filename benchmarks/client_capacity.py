@@ -29,6 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import common
+
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
 from thrifty.benchmark.metrics import RequestRecord, error_kinds
 from thrifty.benchmark.workload import Prompt
@@ -235,7 +237,7 @@ def main() -> None:
     result = {
         "benchmark": "client_capacity", "quick": args.quick,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine(), "fingerprint": common.fingerprint(),
         "server": {"ttft_ms": TTFT_MS, "itl_ms": ITL_MS, "output_tokens": OUTPUT_TOKENS},
         "targets": {"rate_error_pct_max": RATE_TARGET_PCT, "ttft_overhead_ms_p50_max":
                     TTFT_TARGET_MS},

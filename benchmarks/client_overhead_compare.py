@@ -14,6 +14,8 @@ import platform
 import statistics
 from pathlib import Path
 
+import common
+
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "client_overhead_runs"
 SIDES = ("before", "after")
@@ -42,7 +44,10 @@ def read_runs(side: str) -> list[dict]:
     for path in paths:
         data = json.loads(path.read_text())
         row = {"file": path.name, "date": data["date"], "machine": data["machine"],
-               "meets_targets": data["meets_targets"]}
+               "meets_targets": data["meets_targets"],
+               # the revision that produced the run (client_capacity records it since it
+               # records the fingerprint; older run files have none)
+               "git_revision": data.get("fingerprint", {}).get("git_revision")}
         for entry in data["ttft_overhead"]:
             if entry["concurrency"] in CONCURRENCIES:
                 for name, key in KEYS.items():
@@ -106,6 +111,7 @@ def main() -> None:
         "revisions": {"before": args.before_rev, "after": args.after_rev},
         "hardware": {**machine, "cpu_model": cpu_model()},
         "python": machine["python"],
+        "fingerprint": common.fingerprint(),  # of this summary's run
         "runs": {side: [{k: v for k, v in r.items() if k != "machine"} for r in runs[side]]
                  for side in SIDES},
         "median": {side: medians(runs[side]) for side in SIDES},

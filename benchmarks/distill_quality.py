@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import thrifty
+from common import fingerprint, thrifty
 
 from thrifty.distill.report import gap_closed_pct
 
@@ -79,7 +79,7 @@ def main() -> None:
         "teacher": TEACHER, "steps": args.steps, "batch_size": args.batch_size,
         "seq_len": args.seq_len, "train_tokens": results[runs[0][0]]["measured"]["train_tokens"],
         "kept_layers": prepare["kept_layers"], "eval_tokens": evaluation["rows"][0]["eval_tokens"],
-        "rows": rows, "eval_run": evaluation["run"],
+        "rows": rows, "eval_run": evaluation["run"], "fingerprint": fingerprint(),
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"{args.out}.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,8 +1,9 @@
 """Where multi-LoRA throughput goes on a CPU: vLLM's torch-native LoRA ops against the base
 layer's own matmul, for SmolLM2-135M's projection shapes.
 
-Runs inside the vllm engine (it imports vLLM's ops):
-  ~/.cache/thrifty/engines/vllm/bin/python benchmarks/lora_cpu_ops.py
+Runs inside the vllm engine (it imports vLLM's ops), from the repository root, with thrifty's
+source on the path for the run fingerprint (benchmarks/common.py):
+  PYTHONPATH=src ~/.cache/thrifty/engines/vllm/bin/python benchmarks/lora_cpu_ops.py
 Writes benchmarks/results/lora_cpu_ops.json and prints a table. For each token count (a
 prefill batch of 4 x 128 tokens, and a decode step of 4 tokens) and padded rank, it times the
 seven projections of one block: base matmul, and LoRA shrink + expand (bgmv, which vLLM's
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import fingerprint
 from vllm.lora.ops.torch_ops import bgmv_expand, bgmv_shrink
 
 HIDDEN, INTERMEDIATE, KV = 576, 1536, 192
@@ -60,7 +62,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lora_cpu_ops.json").write_text(json.dumps(
         {"benchmark": "lora_cpu_ops", "torch_threads": torch.get_num_threads(),
-         "dtype": str(DTYPE), "rows": rows}, indent=2) + "\n")
+         "dtype": str(DTYPE), "rows": rows, "fingerprint": fingerprint()}, indent=2) + "\n")
     print("tokens  rank  base ms  LoRA ms  LoRA/base")
     for row in rows:
         print(f"{row['tokens']:>6}  {row['rank']:>4}  {row['base_ms']:>7}  {row['lora_ms']:>7}  "
