@@ -10,6 +10,7 @@ from thrifty.core.output import emit_json, json_option, table
 from thrifty.core.progress import stderr
 from thrifty.cost import calibrate, catalog, model_shape
 from thrifty.cost.command_options import catalog_option
+from thrifty.cost.measurements_command import run_check
 from thrifty.cost.perf_model import Hardware
 from thrifty.formats import probe
 
@@ -82,19 +83,48 @@ def print_check(points: list[dict], title: str) -> None:
 
 
 @click.command("check")
-@click.argument("run")
+@click.argument("run", required=False)
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
-              required=True, help="A calibration from `thrifty cost calibrate`.")
+              help="A calibration from `thrifty cost calibrate` (needed with RUN; with "
+                   "--measurements, replaces each GPU's efficiencies from the catalog).")
+@click.option("--measurements", "measurements_file", type=click.Path(dir_okay=False),
+              help="A CSV of measured vLLM runs, one row per load stage (the format of "
+                   "benchmarks/data/h100-measurements): predict every row.")
+@click.option("--configs", type=click.Path(file_okay=False),
+              help="With --measurements: the folder of <org>__<name>/config.json files "
+                   "(default: configs/ beside the file).")
+@click.option("--horizon-s", type=click.FloatRange(min=1), default=None,
+              help="With --measurements: replay each stage for at most this many seconds, "
+                   "prompts already cached (faster; default: the full stages).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="With --measurements: write the per-row results as JSON here.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--model", help="The model the run served (default: read from the run).")
 @click.option("--gpu", "gpu_name", help="The catalog GPU the run was measured on (default: this "
                                         "machine's probe).")
 @catalog_option
 @json_option
-def cost_check(run: str, calibration_file: str, model: str | None, gpu_name: str | None,
-               catalog_file: str | None, as_json: bool) -> None:
-    """Predict a bench RUN from its workload alone and compare with what it measured."""
+def cost_check(run: str | None, calibration_file: str | None, measurements_file: str | None,
+               configs: str | None, horizon_s: float | None, out: str | None, force: bool,
+               model: str | None, gpu_name: str | None, catalog_file: str | None,
+               as_json: bool) -> None:
+    """Predict a bench RUN, or every row of a --measurements file, from the workload alone and
+    compare with what was measured.
+
+    \b
+    thrifty cost check RUN --calibration cal.json
+    thrifty cost check --measurements benchmarks/data/h100-measurements/h100-measurements.csv
+    """
+    eff = calibrate.efficiency_of(calibrate.load(calibration_file)) if calibration_file else None
+    if measurements_file:
+        if run:
+            raise BadInput("Give either a bench RUN or --measurements FILE, not both.")
+        run_check(measurements_file, configs, eff, catalog_file, horizon_s, out, force, as_json)
+        return
+    if not run or eff is None:
+        raise BadInput("Give a bench RUN with --calibration FILE (from `thrifty cost "
+                       "calibrate`), or --measurements FILE to predict measured runs.")
     bench, folder = calibrate.read_bench(run)
-    eff = calibrate.efficiency_of(calibrate.load(calibration_file))
     hw, _ = _hardware_for(bench, gpu_name, catalog.load(catalog_file))
     points = calibrate.predict(bench, _bench_model(bench, model), hw, eff)
     if as_json:

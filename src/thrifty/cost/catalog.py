@@ -30,6 +30,9 @@ GPU_FIELDS = {  # name -> (type, required)
     "max_per_node": (int, False), "aliases": (list, False), "spec_source": (str, True),
     "notes": (str, False), "purchase_usd": (float, False), "purchase_date": (datetime.date, False),
     "purchase_source": (str, False),
+    "efficiency_memory": (float, False), "efficiency_compute": (float, False),
+    "step_overhead_ms": (float, False), "request_lag_ms": (float, False),
+    "efficiency_source": (str, False),
 }
 PRICE_FIELDS = {
     "gpu": (str, True), "provider": (str, True), "kind": (str, True),
@@ -58,6 +61,16 @@ class Gpu:
     purchase_usd: float | None = None
     purchase_date: datetime.date | None = None
     purchase_source: str = ""
+    # vLLM's efficiencies on this GPU, fitted to measurements (None: no fit of its own)
+    efficiency_memory: float | None = None
+    efficiency_compute: float | None = None
+    step_overhead_ms: float | None = None
+    request_lag_ms: float | None = None
+    efficiency_source: str = ""
+
+    @property
+    def has_efficiency_fit(self) -> bool:
+        return self.efficiency_memory is not None and self.efficiency_compute is not None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ to other hardware; without a calibration, defaults are used and every output say
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from thrifty.cost.catalog import Gpu
 from thrifty.cost.fit import max_batched_tokens
@@ -109,9 +109,27 @@ class Efficiency:
         return asdict(self)
 
 
-# Defaults for GPUs that no calibration covers: typical shares reached by vLLM's kernels on
+# Defaults for GPUs that no fit covers: typical shares reached by vLLM's kernels on
 # data-center GPUs. Outputs that use them are labelled "modelled (default efficiency)".
 DEFAULT_GPU_EFFICIENCY = Efficiency(memory=0.75, compute=0.55, overhead_ms=3.0, lag_ms=2.0)
+
+
+def fitted_efficiency(gpu: Gpu) -> Efficiency:
+    return Efficiency(gpu.efficiency_memory, gpu.efficiency_compute, gpu.step_overhead_ms or 0.0,
+                      f"fitted on {gpu.id}: {gpu.efficiency_source}", gpu.request_lag_ms or 0.0)
+
+
+def efficiency_for(gpu: Gpu, gpus: list[Gpu]) -> Efficiency:
+    """The efficiencies vLLM reaches on `gpu`: its own fit from the catalog; else the fit of a
+    GPU of the same vendor (same kernels, so the shares carry over better than a guess), said
+    so; else the defaults."""
+    if gpu.has_efficiency_fit:
+        return fitted_efficiency(gpu)
+    donor = next((g for g in gpus if g.has_efficiency_fit and g.vendor == gpu.vendor), None)
+    if donor is None:
+        return DEFAULT_GPU_EFFICIENCY
+    return replace(fitted_efficiency(donor), source=f"{donor.id}'s fit applied to {gpu.id} "
+                   f"(no measurements of {gpu.id}): {donor.efficiency_source}")
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class Workload:
     requests: list[SimRequest] = field(default_factory=list)
     prompts: list[Prompt] | None = None  # per request, for prefix caching; None: all distinct
     prefix_cache_tokens: float | None = None  # cache reach (GPU KV + CPU offload); None: off
+    prefix_cache_warm: bool = False  # every prompt already cached (a run's steady state)
 
 
 def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
@@ -111,6 +112,9 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
     for request, prompt in zip(pending, work.prompts or [], strict=False):
         request.prompt = prompt
     cache = PrefixCache(work.prefix_cache_tokens) if work.prefix_cache_tokens else None
+    if cache is not None and work.prefix_cache_warm:
+        for request in pending:
+            cache.remember(request)
     lag = eff.lag_ms / 1000  # from the client's send to the engine's queue
     if work.arrivals_s is not None:
         for request, at in zip(pending, work.arrivals_s, strict=True):
