@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from thrifty.benchmark import target as targets
 from thrifty.benchmark.timing_server import TimingServer
+from thrifty.formats.openai_api import ServerClient
 
 
 def write_prompts(path: Path, count: int = 12, output_tokens: int = 6) -> Path:
@@ -267,3 +269,70 @@ def test_model_that_cannot_be_served_quotes_serves_error(tmp_path):
                        "is not a built-in model")
     run = one_run(tmp_path)
     assert json.loads((run / "result.json").read_text())["status"] == "failed"
+
+
+def prompts_sent(server: TimingServer) -> list[tuple[str, str | None]]:
+    """(prompt, cache_salt) of every completion the server saw: vLLM serves a pair it saw
+    before from its prefix cache."""
+    return [(t["prompt"], t["cache_salt"]) for t in server.timings_as_dicts()]
+
+
+def test_replayed_prompts_are_never_served_from_the_prefix_cache(tmp_path, server):
+    """--prompts replays the same prompts at every load point (and the warm-up resends the
+    first ones): each point carries its own cache_salt, so vLLM computes every prefill."""
+    prompts = write_prompts(tmp_path / "p.jsonl", count=4, output_tokens=3)
+    done = bench(tmp_path, "--url", server.url, "--prompts", prompts, "--concurrency", "1,2",
+                 "--warmup", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    sent = prompts_sent(server)
+    assert len(sent) == 2 + 4 + 4
+    assert len(set(sent)) == len(sent)
+    workload = json.loads(done.stdout)["bench"]["workload"]
+    assert workload["prefix_cache_isolation"] == "cache_salt per load point"
+    again = bench(tmp_path, "--url", server.url, "--prompts", prompts, "--concurrency", "1",
+                  "--warmup", "0", "--json")  # a second run, same seed, same server
+    assert again.returncode == 0, again.stderr
+    assert len(set(prompts_sent(server))) == len(sent) + 4
+
+
+def test_duration_gives_each_pass_over_the_prompts_its_own_salt(tmp_path, server):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=3, output_tokens=3)
+    done = bench(tmp_path, "--url", server.url, "--prompts", prompts, "--concurrency", "2",
+                 "--duration", "0.6", "--warmup", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    sent = prompts_sent(server)
+    assert len(sent) > 6  # cycled at least twice over the three prompts
+    assert len(set(sent)) == len(sent)
+    assert json.loads(done.stdout)["bench"]["workload"]["prefix_cache_isolation"] == (
+        "cache_salt per load point and per pass over the prompts")
+
+
+def test_server_started_for_the_run_is_sent_the_key_it_demands(tmp_path, monkeypatch):
+    """THRIFTY_API_KEY set: `thrifty serve`, started for `bench --model`, demands the key it
+    finds in its environment, so the benchmark must send that same key (a real server that
+    demands a key stands in for the vLLM one)."""
+    monkeypatch.setenv("THRIFTY_API_KEY", "key-from-the-environment")
+    process = targets.ServeProcess(["smollm2-135m"], tmp_path, "key-from-the-environment")
+    demanded = process.env["THRIFTY_API_KEY"]
+    log = tmp_path / "vllm-server.log"
+    log.write_text("INFO Model loading took 0.2534 GiB and 1.2 seconds\n")
+    with TimingServer(ttft_s=0.001, itl_s=0.001, api_key=demanded) as served:
+        target = process.target({"url": served.url + "/v1", "server_pid": os.getpid(),
+                                 "flags": {"tensor_parallel_size": 1, "reasons": {}},
+                                 "log": str(log)})
+        answer = ServerClient(target.url, target.api_key).complete(target.base_model, "hi", 2)
+    assert answer.output_tokens == 2
+    assert target.started_by_thrifty and target.startup_memory["weights_gib"] == 0.2534
+    without = targets.ServeProcess(["smollm2-135m"], tmp_path, None)
+    assert "THRIFTY_API_KEY" not in without.env  # no key: the server demands none
+
+
+def test_url_server_that_demands_a_key(tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", count=2, output_tokens=2)
+    with TimingServer(ttft_s=0.001, itl_s=0.001, api_key="k1") as locked:
+        refused = bench(tmp_path, "--url", locked.url, "--prompts", prompts)
+        done = bench(tmp_path, "--url", locked.url, "--prompts", prompts, "--api-key", "k1",
+                     "--warmup", "0", "--json")
+    assert_clean_error(refused, "refused the request (HTTP 401)", "--api-key")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["bench"]["points"][0]["summary"]["completed_count"] == 2

@@ -1,10 +1,9 @@
-"""The server monitor's libraries: /metrics parsing, process PSS/USS memory and NVML."""
+"""The server monitor's libraries: /metrics parsing and process PSS/USS memory (NVML and the
+server's GPUs: test_bench_gpus.py)."""
 
 import json
 import subprocess
 import sys
-import types
-from pathlib import Path
 
 import pytest
 
@@ -153,49 +152,6 @@ def test_monitor_summary_names_the_memory_measure(holder):
     assert summary["server_memory_peak_gib"] >= 40 * MB / memory.GIB
     assert summary["server_rss_peak_gib"] >= 40 * MB / memory.GIB
     assert monitor.Monitor(None).summary()["server_memory_measure"] is None
-
-
-class _NVMLError(Exception):
-    pass
-
-
-def _fake_pynvml(count: int = 0, init_fails: bool = False, broken: int | None = None):
-    def init():
-        if init_fails:
-            raise _NVMLError("NVML Shared Library Not Found")
-
-    def handle(index):
-        if index == broken:
-            raise _NVMLError("GPU is lost")
-        return index
-
-    def info(index):
-        return types.SimpleNamespace(used=(index + 1) * 2**30, free=0, total=80 * 2**30)
-
-    return types.SimpleNamespace(
-        NVMLError=_NVMLError, nvmlInit=init, nvmlDeviceGetCount=lambda: count,
-        nvmlDeviceGetHandleByIndex=handle, nvmlDeviceGetMemoryInfo=info)
-
-
-@pytest.mark.parametrize("module", [None, _fake_pynvml(init_fails=True), _fake_pynvml(count=0)])
-def test_gpu_memory_without_a_driver_or_gpu_is_none(monkeypatch, module):
-    monkeypatch.setattr(memory, "_nvml_ready", None)
-    monkeypatch.setitem(sys.modules, "pynvml", module)  # None: the import fails
-    assert memory.gpu_memory() is None
-
-
-def test_gpu_memory_reads_each_gpu_and_skips_a_lost_one(monkeypatch):
-    monkeypatch.setattr(memory, "_nvml_ready", None)
-    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(count=3, broken=1))
-    assert memory.gpu_memory() == [{"index": 0, "used_gib": 1.0, "total_gib": 80.0},
-                                   {"index": 2, "used_gib": 3.0, "total_gib": 80.0}]
-
-
-@pytest.mark.skipif(Path("/dev/nvidiactl").exists(), reason="this machine has an NVIDIA driver")
-def test_gpu_memory_with_the_real_library_and_no_driver(monkeypatch):
-    monkeypatch.setattr(memory, "_nvml_ready", None)
-    assert memory.gpu_memory() is None
-    assert memory.gpu_memory() is None  # the failed start is remembered, not retried
 
 
 def test_cli_help_imports_none_of_the_monitor_libraries():

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from thrifty.benchmark import memory, monitor, report, workload
+from thrifty.benchmark import latency, memory, monitor, report, workload
 from thrifty.core.errors import BadInput
 from thrifty.formats.bench_result import load_bench
 
@@ -148,3 +148,15 @@ def test_load_bench_rejects_other_files(tmp_path):
         load_bench(str(tmp_path))
     with pytest.raises(BadInput, match="neither a `thrifty bench` run folder"):
         load_bench(str(tmp_path / "missing"))
+
+
+def test_offline_latency_never_resends_a_prompt_prefix():
+    """`bench latency` runs each case's batch many times (warm-up, timed, prefill-only): no
+    run's prompt starts with a 16-token block (vLLM's KV block on GPUs) that an earlier run
+    sent, so vLLM's prefix cache serves none of them and every prefill is computed."""
+    runs = list(latency.case_runs(random.Random(0), 49152, batch=4, input_len=40, warmup=1,
+                                  iterations=3))
+    assert [kind for kind, _ in runs] == ["warmup"] + ["full"] * 3 + ["prefill"] * 3
+    prompts = [prompt for _, batch in runs for prompt in batch]
+    assert len(prompts) == 7 * 4 and {len(p) for p in prompts} == {40}
+    assert len({tuple(p[:16]) for p in prompts}) == len(prompts)

@@ -43,7 +43,9 @@ def bench_group() -> None:
               help="With --model: a LoRA adapter to serve as NAME; repeat for several.")
 @click.option("--adapters-dir", type=click.Path(file_okay=False),
               help="With --model: a folder of adapters servable by sub-folder name.")
-@click.option("--api-key", envvar="THRIFTY_API_KEY", help="Bearer token for --url.")
+@click.option("--api-key", envvar="THRIFTY_API_KEY",
+              help="Bearer token for --url; with --model, the server started for the run "
+                   "demands it (default: THRIFTY_API_KEY, none when unset).")
 @click.option("--served-model", help="The model name to request for the base (default: the "
                                      "first model the server lists).")
 @click.option("--input-tokens", default="128", show_default=True,
@@ -129,7 +131,8 @@ def _measure(config: BenchConfig, parsed: BenchOptions, run: RunRecord) -> dict:
         if config.model:
             server, target = targets.start_server(config.model, config.adapter_specs,
                                                   config.adapters_dir, config.dtype,
-                                                  config.max_model_len, run.path)
+                                                  config.max_model_len, run.path,
+                                                  config.api_key)
         else:
             target = targets.connect(config.url, config.api_key, config.served_model)
         targets.check_mix(parsed.mix, target)
@@ -291,14 +294,18 @@ def bench_latency(model, batch_sizes, input_lens, output_lens, iterations, warmu
                                {**params, "model": ref.path}, run.path,
                                title=f"offline latency of {model}")
         cases = result["cases"]
+        isolation = result["prefix_cache_isolation"]
         run.record({"engine_start_s": result["engine_start_s"],
                     "duration_s": round(time.monotonic() - started, 2)},
                    details={"latency": {"model": model, "cases": cases,
                                         "vllm_version": result["vllm_version"],
+                                        "prefix_cache_isolation": isolation,
                                         "hardware": _hardware_line()}})
-        write_json(run.path / "latency.json", {"model": model, "cases": cases})
+        write_json(run.path / "latency.json", {"model": model, "cases": cases,
+                                               "prefix_cache_isolation": isolation})
     if as_json:
-        emit_json({"run": str(run.path), "model": model, "cases": cases})
+        emit_json({"run": str(run.path), "model": model, "cases": cases,
+                   "prefix_cache_isolation": isolation})
         return
     table(f"offline latency: {model} (vLLM {result['vllm_version']})",
           ["batch", "in", "out", "p50 ms", "p90 ms", "p99 ms", "prefill ms", "decode step ms",

@@ -237,6 +237,9 @@ def memory_figure(bench: dict, plots: Plots) -> str:
              "server RSS-sum peak (shared pages per process)": rss_peak,
              "GPU memory peak": gpu_peak}
     details = memory_facts(memory, peaks) + server_peaks_table(points)
+    if memory.get("gpu_scope"):
+        details += ("<p>The server's GPUs (GPU figures count only these): "
+                    f"{esc(memory['gpu_scope'])}.</p>")
     if not segments:
         return no_figure("Memory breakdown", "No memory figure was reported.") + details
     gpu_total = memory.get("gpu_total_gib")

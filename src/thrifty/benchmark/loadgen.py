@@ -7,6 +7,11 @@ server-sent events ServerClient.stream uses too. The client adds well under a mi
 a request's time to first token (measured in benchmarks/client_capacity.py). A server that
 answers with an error or drops the connection mid-stream produces a failed record, never
 retried; the one retry is of a send on a kept-alive connection the server had already closed.
+
+vLLM caches prompt prefixes, so a prompt sent again would skip most of its prefill. Given a
+run's cache salt, every request carries vLLM's `cache_salt` (one per load point and per pass
+over the prompts): no point, and no pass of a `--duration` point, is served from the cache
+of another.
 """
 
 import contextlib
@@ -16,7 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from thrifty.benchmark.metrics import RequestRecord
 from thrifty.benchmark.workload import Prompt
@@ -30,6 +35,7 @@ class Job:
     model: str
     adapter: str
     prompt: Prompt
+    cache_salt: str | None = None  # vLLM's prefix-cache namespace for this request
 
 
 @dataclass
@@ -53,6 +59,8 @@ def request_body(job: Job, ignore_eos: bool) -> bytes:
             "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}}
     if ignore_eos:
         body["ignore_eos"] = True  # vLLM's extension: every request produces max_tokens
+    if job.cache_salt:
+        body["cache_salt"] = job.cache_salt  # vLLM's extension: a prefix cache of its own
     return json.dumps(body).encode()
 
 
@@ -61,10 +69,12 @@ class LoadRun:
     finish, so an interrupted run keeps everything completed so far."""
 
     def __init__(self, url: str, api_key: str | None, ignore_eos: bool = True,
-                 timeout_s: float = 600.0, on_done: Callable[[RequestRecord], None] | None = None):
+                 timeout_s: float = 600.0, on_done: Callable[[RequestRecord], None] | None = None,
+                 cache_salt: str | None = None):
         self.url = url
         self.api_key = api_key
         self.ignore_eos = ignore_eos
+        self.cache_salt = cache_salt  # the run's; None sends no salt
         self.timeout_s = timeout_s
         self.on_done = on_done or (lambda record: None)
         self.records: list[RequestRecord] = []
@@ -79,7 +89,8 @@ class LoadRun:
                   duration_s: float | None = None, record: bool = True) -> None:
         """Send `jobs` (cycled until `duration_s` when given) under `profile`."""
         deadline = self.clock() + duration_s if duration_s else None
-        feed = _JobFeed(jobs, cycle=duration_s is not None)
+        salt = self.cache_salt and f"{self.cache_salt}-{'w' if point < 0 else point}"
+        feed = _JobFeed(jobs, cycle=duration_s is not None, salt=salt)
         pool = _WorkerPool(self, point, record)
         try:
             if profile.kind == "concurrency":
@@ -209,11 +220,13 @@ class _WorkerPool:
 
 
 class _JobFeed:
-    """Hands out jobs to worker threads in order, once or cycling."""
+    """Hands out jobs to worker threads in order, once or cycling; with a salt, each pass over
+    the jobs gets its own cache salt (salt-0, salt-1, ...)."""
 
-    def __init__(self, jobs: list[Job], cycle: bool):
+    def __init__(self, jobs: list[Job], cycle: bool, salt: str | None = None):
         self.jobs = jobs
         self.cycle = cycle
+        self.salt = salt
         self.index = 0
         self.lock = threading.Lock()
 
@@ -221,6 +234,7 @@ class _JobFeed:
         with self.lock:
             if not self.jobs or (self.index >= len(self.jobs) and not self.cycle):
                 return None
-            job = self.jobs[self.index % len(self.jobs)]
+            passes, position = divmod(self.index, len(self.jobs))
             self.index += 1
-            return job
+        job = self.jobs[position]
+        return replace(job, cache_salt=f"{self.salt}-{passes}") if self.salt else job

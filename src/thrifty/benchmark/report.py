@@ -32,7 +32,8 @@ MEMORY = [
     # PSS splits pages the server's processes share; the RSS sum counts them in each one.
     ("server_memory_peak_gib", "server PSS peak GiB (USS off Linux)", False),
     ("server_rss_peak_gib", "server RSS-sum peak GiB (shared pages per process)", False),
-    ("gpu_memory_peak_gib", "GPU memory peak GiB", False),
+    ("gpu_memory_peak_gib", "GPU memory peak GiB (the server's GPUs)", False),
+    ("gpu_total_gib", "GPU total GiB (the server's GPUs)", True),
 ]
 
 

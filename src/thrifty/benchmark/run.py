@@ -5,11 +5,13 @@ picture, as one versioned `bench` dict that the reports read.
 Ctrl-C stops the run; everything that finished before it is kept and reported.
 """
 
+import secrets
 import time
 from dataclasses import dataclass, field
 
 from thrifty.benchmark import metrics, workload
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
+from thrifty.benchmark.memory import GpuPlacement
 from thrifty.benchmark.metrics import RequestRecord
 from thrifty.benchmark.monitor import Monitor
 from thrifty.formats.bench_result import BENCH_SCHEMA_VERSION
@@ -29,6 +31,7 @@ class Target:
     served: list[str] = field(default_factory=list)  # model names, the base first
     loadable: list[str] = field(default_factory=list)  # adapters loadable on first use
     flags: dict | None = None  # thrifty serve's plan, when thrifty started it
+    gpu_placement: GpuPlacement | None = None  # where it runs, when thrifty started it
 
 
 @dataclass
@@ -53,6 +56,19 @@ class BenchPlan:
     # Synthetic prompts are drawn afresh for each load point: vLLM caches prompt prefixes, so
     # a point that resent the previous point's prompts would skip most of their prefill.
     fresh_per_point: bool = False
+    # vLLM's `cache_salt`, per run (derived per load point and per pass over the prompts, see
+    # loadgen): replayed prompts, and another run's, are never served from the prefix cache.
+    # None sends no salt.
+    cache_salt: str | None = field(default_factory=lambda: f"thrifty-{secrets.token_hex(6)}")
+
+    @property
+    def prefix_cache_isolation(self) -> str:
+        """How the run keeps vLLM's prefix cache from serving one point another's prompts."""
+        fresh = "fresh prompts and " if self.fresh_per_point and self.requests_per_point else ""
+        if not self.cache_salt:
+            return "fresh prompts per load point" if fresh else "none"
+        passes = " and per pass over the prompts" if self.duration_s else ""
+        return f"{fresh}cache_salt per load point{passes}"
 
     def prompts_for(self, index: int) -> list[workload.Prompt]:
         if not self.fresh_per_point or not self.requests_per_point:
@@ -74,9 +90,9 @@ def run(plan: BenchPlan, target: Target, on_point=lambda label, total: None,
         on_done=lambda record: None) -> dict:
     """Run every load point; returns the bench dict (with "interrupted" set on Ctrl-C)."""
     load = LoadRun(target.url, target.api_key, ignore_eos=plan.ignore_eos,
-                   timeout_s=plan.request_timeout_s, on_done=on_done)
+                   timeout_s=plan.request_timeout_s, on_done=on_done, cache_salt=plan.cache_salt)
     monitor = Monitor(target.url.rstrip("/").removesuffix("/v1") + "/metrics", target.api_key,
-                      target.server_pid, plan.sample_every_s)
+                      target.server_pid, plan.sample_every_s, target.gpu_placement)
     points: list[dict] = []
     interrupted = False
     try:
@@ -132,7 +148,8 @@ def assemble(plan: BenchPlan, target: Target, points: list[dict],
         "workload": {**plan.workload_info, "requests_per_point": plan.requests_per_point,
                      "duration_s_per_point": plan.duration_s,
                      "warmup_requests": len(plan.warmup_prompts), "seed": plan.seed,
-                     "ignore_eos": plan.ignore_eos, "adapter_mix": plan.mix},
+                     "ignore_eos": plan.ignore_eos, "adapter_mix": plan.mix,
+                     "prefix_cache_isolation": plan.prefix_cache_isolation},
         "profile": {"kind": plan.profile_kind, "loads": plan.loads,
                     "max_concurrency": plan.max_concurrency},
         "sample_every_s": plan.sample_every_s,
@@ -170,5 +187,23 @@ def memory_summary(target: Target, points: list[dict]) -> dict:
             "server_memory_peak_gib": peak("server_memory_peak_gib"),
             "server_memory_measure": next((p["server"]["server_memory_measure"] for p in points
                                            if p["server"].get("server_memory_measure")), None),
+            # the server's GPUs only; `gpus` lists every GPU seen, `gpu_scope` says how the
+            # server's were told apart (or that they could not be)
             "gpu_memory_peak_gib": peak("gpu_memory_peak_gib"),
-            "gpu_total_gib": startup.get("gpu_total_gib")}
+            "gpu_total_gib": peak("gpu_total_gib"),
+            "gpu_scope": next((p["server"]["gpu_scope"] for p in points
+                               if p["server"].get("gpu_scope")), None),
+            "gpus": gpus_over_points(points)}
+
+
+def gpus_over_points(points: list[dict]) -> list[dict]:
+    """Each GPU's reading at its highest over the run (whether it is the server's, from the
+    last point that knew)."""
+    merged: dict[int, dict] = {}
+    for point in points:
+        for gpu in point["server"].get("gpus") or []:
+            seen = merged.setdefault(gpu["index"], dict(gpu))
+            seen["used_peak_gib"] = max(seen["used_peak_gib"], gpu["used_peak_gib"])
+            if gpu["server"] is not None:
+                seen["server"] = gpu["server"]
+    return [merged[index] for index in sorted(merged)]

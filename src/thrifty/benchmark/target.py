@@ -10,8 +10,8 @@ from pathlib import Path
 
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import workload
-from thrifty.benchmark.memory import parse_startup_log
-from thrifty.core import jobs
+from thrifty.benchmark.memory import GpuPlacement, parse_startup_log
+from thrifty.core import hardware, jobs
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail
 from thrifty.core.progress import stderr
@@ -68,13 +68,21 @@ def check_mix(mix: dict | None, target: runner.Target) -> None:
 
 class ServeProcess:
     """`thrifty serve` as a child process for the run. The benchmark talks to the serve part
-    through its command line and its readiness line, not its Python objects."""
+    through its command line and its readiness line, not its Python objects.
 
-    def __init__(self, args: list[str], workdir: Path):
+    The server demands `api_key` (None: no key), handed over as THRIFTY_API_KEY, never on the
+    command line; the benchmark's requests carry the same key. A THRIFTY_API_KEY in the
+    environment is the benchmark's --api-key, so it reaches the server that way too."""
+
+    def __init__(self, args: list[str], workdir: Path, api_key: str | None = None):
         self.args = args
+        self.api_key = api_key
         self.log_path = workdir / "logs" / "thrifty-serve.log"
         # the server's own run record goes inside the benchmark's run folder
         self.env = {**os.environ, "THRIFTY_RUNS": str(workdir / "server")}
+        self.env.pop("THRIFTY_API_KEY", None)
+        if api_key:
+            self.env["THRIFTY_API_KEY"] = api_key
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> dict:
@@ -95,6 +103,19 @@ class ServeProcess:
             raise ServeFailed("`thrifty serve` could not start the model for the benchmark: "
                               f"{_error_paragraph(self.log_path)} (log: {self.log_path})")
         return json.loads(line)
+
+    def target(self, ready: dict) -> runner.Target:
+        """The server its readiness line describes, connected with the key it demands."""
+        target = connect(ready["url"], self.api_key, None)
+        target.started_by_thrifty = True
+        target.server_pid = ready["server_pid"]
+        target.flags = {k: v for k, v in ready["flags"].items() if k != "reasons"}
+        target.startup_memory = parse_startup_log(Path(ready["log"]).read_text(errors="replace"))
+        target.gpu_placement = GpuPlacement(
+            on_gpu=hardware.accelerator() == "cuda",
+            visible_devices=self.env.get("CUDA_VISIBLE_DEVICES"),
+            tensor_parallel=int(target.flags.get("tensor_parallel_size") or 1))
+        return target
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -117,23 +138,19 @@ def _error_paragraph(log: Path) -> str:
 
 
 def start_server(model: str, adapter_specs: tuple[str, ...], adapters_dir: str | None,
-                 dtype: str, max_model_len: int, workdir: Path):
-    """Serve MODEL (with adapters) for the run; returns the process and the target."""
+                 dtype: str, max_model_len: int, workdir: Path, api_key: str | None = None):
+    """Serve MODEL (with adapters) for the run, demanding `api_key` when given; returns the
+    process and the target."""
     args = [model, "--port", "0", "--dtype", dtype, "--max-model-len", str(max_model_len)]
     for spec in adapter_specs:
         args += ["--adapter", spec]
     if adapters_dir:
         args += ["--adapters-dir", adapters_dir]
-    process = ServeProcess(args, workdir)
+    process = ServeProcess(args, workdir, api_key)
     with stderr.status(f"starting vLLM with {model} (thrifty serve)"):
         ready = process.start()
     try:
-        target = connect(ready["url"], None, None)
+        return process, process.target(ready)
     except BaseException:
         process.stop()
         raise
-    target.started_by_thrifty = True
-    target.server_pid = ready["server_pid"]
-    target.flags = {k: v for k, v in ready["flags"].items() if k != "reasons"}
-    target.startup_memory = parse_startup_log(Path(ready["log"]).read_text(errors="replace"))
-    return process, target

@@ -75,6 +75,12 @@ def parse_completion(raw: bytes) -> dict:
         raise _BadRequest("max_tokens must be a positive integer")
     body["max_tokens"] = max_tokens
     body["prompt_tokens"] = prompt_tokens(body["prompt"])
+    salt = body.get("cache_salt")
+    if salt is not None and (not isinstance(salt, str) or not 0 < len(salt) <= 128
+                             or any(char in salt for char in "@/\\\0")):
+        # vLLM's check (validate_cache_salt)
+        raise _BadRequest("Parameter 'cache_salt' must be a non-empty string of at most 128 "
+                          "characters and must not contain '@', '/', '\\', or NUL.")
     return body
 
 
@@ -111,9 +117,21 @@ class TimingHandler(BaseHTTPRequestHandler):
 
     # --- routes ------------------------------------------------------------------------------
 
+    def refused(self, path: str) -> bool:
+        """vLLM's --api-key check: /v1 requests need the key as a bearer token."""
+        key = self.server.owner.api_key
+        if not key or not path.startswith("/v1"):
+            return False
+        if self.headers.get("Authorization") == f"Bearer {key}":
+            return False
+        self._send_json(401, {"error": "Unauthorized"})
+        return True
+
     def do_GET(self) -> None:
         owner = self.server.owner
         path = self.path.split("?", 1)[0]
+        if self.refused(path):
+            return
         if path == "/health":
             self._send(200, b"", "text/plain")
         elif path == "/v1/models":
@@ -135,6 +153,8 @@ class TimingHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         body_read_s = time.perf_counter()
         path = self.path.split("?", 1)[0]
+        if self.refused(path):
+            return
         if path.rstrip("/") != "/v1/completions":
             self._send_error(404, f"Not Found: {path}", "NotFoundError")
             return
@@ -155,7 +175,7 @@ class TimingHandler(BaseHTTPRequestHandler):
             return
         prompt = body["prompt"] if isinstance(body["prompt"], str) else json.dumps(body["prompt"])
         timing = owner.admit(model, prompt, body["prompt_tokens"], self.arrived_s, body_read_s,
-                             self.requests_on_connection)
+                             self.requests_on_connection, body.get("cache_salt"))
         outcome = "client went away"
         try:
             if owner.injects_failure(timing):

@@ -7,8 +7,10 @@ A streamed completion waits `ttft_s` after its body is read, sends one chunk per
 injected: every k-th request answers HTTP 500 (`fail_every`), or every k-th request loses its
 connection after `drop_after_chunks` chunks (`drop_every`); an unknown model answers HTTP 404
 as vLLM does. It also serves GET /health, /v1/models and /metrics (vLLM's metric names, from
-its real state), and GET /debug/timings: the server-side timeline of every completion request
-(also `TimingServer.timings` in-process).
+its real state), and GET /debug/timings: the server-side timeline of every completion request,
+with the `cache_salt` it carried (also `TimingServer.timings` in-process). With `api_key`,
+every /v1 request must carry it as a bearer token (HTTP 401 otherwise), as with vLLM's
+--api-key.
 
 Standard library only. In-process:
     with TimingServer(ttft_s=0.02, itl_s=0.005) as server: ... server.url ...
@@ -44,6 +46,7 @@ class RequestTiming:
     finished_s: float | None = None
     chunks: int = 0  # token chunks sent
     outcome: str = "running"  # "done", "injected failure", "dropped", "client went away"
+    cache_salt: str | None = None  # vLLM's prefix-cache salt, as the request sent it
 
 
 class TimingServer:
@@ -54,7 +57,7 @@ class TimingServer:
     def __init__(self, ttft_s: float = 0.02, itl_s: float = 0.005,
                  models: tuple[str, ...] = ("timing-model",), fail_every: int = 0,
                  drop_every: int = 0, drop_after_chunks: int = 2, host: str = "127.0.0.1",
-                 port: int = 0, kv_capacity_tokens: int = 65536):
+                 port: int = 0, kv_capacity_tokens: int = 65536, api_key: str | None = None):
         if not models:
             raise ValueError("the server needs at least one model name")
         self.ttft_s = ttft_s
@@ -63,6 +66,7 @@ class TimingServer:
         self.fail_every = fail_every
         self.drop_every = drop_every
         self.drop_after_chunks = drop_after_chunks
+        self.api_key = api_key
         self.kv_blocks = max(1, kv_capacity_tokens // KV_BLOCK_TOKENS)
         self.timings: list[RequestTiming] = []
         self._address = (host, port)
@@ -121,10 +125,12 @@ class TimingServer:
     # --- state -------------------------------------------------------------------------------
 
     def admit(self, model: str, prompt: str, prompt_tokens: int, arrived_s: float,
-              body_read_s: float, connection_request: int) -> RequestTiming:
+              body_read_s: float, connection_request: int,
+              cache_salt: str | None = None) -> RequestTiming:
         with self._lock:
             timing = RequestTiming(len(self.timings) + 1, model, prompt[:PROMPT_KEPT_CHARS],
-                                   connection_request, arrived_s, body_read_s)
+                                   connection_request, arrived_s, body_read_s,
+                                   cache_salt=cache_salt)
             self.timings.append(timing)
             self._held_tokens[timing.number] = prompt_tokens
         return timing
@@ -202,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="drop the connection of every K-th completion (0: never)")
     parser.add_argument("--drop-after-chunks", type=int, default=2,
                         help="token chunks sent before such a drop")
+    parser.add_argument("--api-key", help="require this bearer token on /v1 requests")
     return parser.parse_args(argv)
 
 
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
                           models=tuple(args.models or ("timing-model",)),
                           fail_every=args.fail_every, drop_every=args.drop_every,
                           drop_after_chunks=args.drop_after_chunks, host=args.host,
-                          port=args.port).bind()
+                          port=args.port, api_key=args.api_key).bind()
     print(server.url, flush=True)  # a parent process reads this line to find the port
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
