@@ -326,9 +326,11 @@ def test_a_bench_run_supplies_a_measured_figure(isolated_home, run_cli, tmp_path
     result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--gpu", "l4",
                      "--variants", "w4a16", "--bench", run, "--bench-gpu", "l4", "--json")
     assert result.exit_code == 0, result.output
-    report, _ = json.JSONDecoder().raw_decode(result.output)
+    report = json.loads(result.stdout)
     option = report["options"][0]
     assert option["figures"].startswith("measured (bench run bench-run, concurrency 8")
+    # the run does not say what it served: the one variant costed is taken, with a warning
+    assert "does not say which model it served" in " ".join(result.output.split())
     # 100,000 requests/day x 2 peak = 2.31 req/s at peak; 3 req/s measured per replica
     assert option["replicas"] == 1 and option["capacity_requests_per_s_per_replica"] == 3.0
     missing = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "10", "--bench", run)
@@ -377,3 +379,176 @@ def test_planning_steady_state_agrees_with_a_poisson_replay(cat):
     assert replay["tpot_ms_p50"] == pytest.approx(state.tpot_s * 1000, rel=0.15)
     assert replay["output_throughput_tokens_per_s"] == pytest.approx(
         0.9 * state.output_tokens_per_s, rel=0.15)
+
+
+# --- a bench run stands in for the variant it served
+
+def write_bench_run(folder, target=None):
+    """A bench run on an L4 whose best SLO-compliant load point served 3 requests/s."""
+    folder.mkdir()
+    summary = {"ttft_ms_p50": 120.0, "tpot_ms_p50": 30.0, "e2e_ms_p50": 2000.0,
+               "request_throughput_per_s": 3.0, "output_throughput_tokens_per_s": 768.0}
+    bench = {"bench_schema_version": 1, "hardware": "NVIDIA L4", "target": target,
+             "workload": {"input_tokens": "512", "output_tokens": "256"},
+             "points": [{"index": 0, "kind": "concurrency", "load": 8, "slo_met": True,
+                         "summary": summary}],
+             "requests": [{"point": 0, "ok": True}]}
+    (folder / "result.json").write_text(json.dumps({"details": {"bench": bench}}))
+    return folder
+
+
+def write_checkpoint(folder, config, quantization=None):
+    """A model folder with only its config.json, the way a quantized checkpoint records it."""
+    folder.mkdir()
+    extra = {"quantization_config": quantization} if quantization else {}
+    (folder / "config.json").write_text(json.dumps({**config, **extra}))
+    return folder
+
+
+W4A16_CONFIG = {"quant_method": "compressed-tensors", "config_groups": {"group_0": {
+    "weights": {"num_bits": 4, "group_size": 128, "strategy": "group"},
+    "input_activations": None}}}
+LLAMA_8B = model_shape.known_shapes()["llama-3.1-8b"]["config"]
+SMOLLM2_135M = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+                "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,
+                "tie_word_embeddings": True, "max_position_embeddings": 8192}
+
+
+def cost_json(run_cli, *args):
+    result = run_cli("cost", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_bench_run_stands_in_for_the_variant_it_served(isolated_home, run_cli, tmp_path):
+    quantized = write_checkpoint(tmp_path / "llama-w4a16", LLAMA_8B, W4A16_CONFIG)
+    run = write_bench_run(tmp_path / "bench-run", {"model_path": str(quantized)})
+    report = cost_json(run_cli, "llama-3.1-8b", "--requests-per-day", "100000", "--gpu", "l4",
+                       "--variants", "bf16,w4a16", "--bench", run, "--bench-gpu", "l4")
+    figures = {r["variant"]: r["figures"] for r in report["options"]}
+    assert figures["w4a16"].startswith("measured (bench run bench-run")
+    assert figures["bf16"].startswith("modelled")
+
+
+def test_a_bench_run_on_two_gpus_costs_two_gpus_per_replica(isolated_home, run_cli, tmp_path):
+    folder = write_checkpoint(tmp_path / "llama", LLAMA_8B)
+    run = write_bench_run(tmp_path / "bench-run", {"model_path": None, "flags": {
+        "base_path": str(folder), "tensor_parallel_size": 2}})
+    report = cost_json(run_cli, "llama-3.1-8b", "--requests-per-day", "100000", "--gpu", "l4",
+                       "--variants", "bf16", "--bench", run, "--bench-gpu", "l4")
+    [option] = report["options"]
+    assert option["figures"].startswith("measured")
+    assert option["tensor_parallel"] == 2 and option["gpus"] == 2 * option["replicas"]
+    assert option["tensor_parallel_chosen_by"] == "the bench run"
+
+
+@pytest.mark.parametrize("served, args, phrases", [
+    ("w4a16", ["--variants", "bf16"],
+     ["as w4a16", "add w4a16 to --variants", "as a MODEL"]),
+    ("smollm", ["--variants", "bf16,w4a16"], ["is not the model costed here", "thrifty cost"]),
+    (None, ["--variants", "bf16,w4a16"],
+     ["does not say which model it served", "--variants with one name"]),
+    ("w4a16", ["--variants", "w4a16", "--gpu", "t4"], ["not among the GPUs costed"]),
+    ("tp2", ["--variants", "bf16", "--tensor-parallel", "1"],
+     ["tensor parallelism 2", "--tensor-parallel 2"]),
+])
+def test_a_bench_run_of_something_not_costed_is_refused(isolated_home, run_cli, tmp_path,
+                                                        served, args, phrases):
+    folders = {"w4a16": lambda: {"model_path": str(write_checkpoint(
+                   tmp_path / "llama-w4a16", LLAMA_8B, W4A16_CONFIG))},
+               "smollm": lambda: {"model_path": str(write_checkpoint(
+                   tmp_path / "smollm", SMOLLM2_135M))},
+               "tp2": lambda: {"flags": {"base_path": str(write_checkpoint(
+                   tmp_path / "llama", LLAMA_8B)), "tensor_parallel_size": 2}}}
+    target = folders[served]() if served else None
+    run = write_bench_run(tmp_path / "bench-run", target)
+    gpu = [] if "--gpu" in args else ["--gpu", "l4"]
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", *gpu, *args,
+                     "--bench", run, "--bench-gpu", "l4")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert all(p in text for p in phrases), text
+    assert "Traceback" not in result.output
+
+
+# --- only variants thrifty can make are ranked
+
+def test_variants_thrifty_quantize_cannot_make_are_not_ranked(isolated_home, run_cli, tmp_path):
+    md = tmp_path / "cost.md"
+    report = cost_json(run_cli, "llama-3.1-8b", "--requests-per-day", "100000", "--variants",
+                       "bf16,w8a8,w8a16,w4a16", "--markdown", md)
+    ranked = {r["variant"] for r in report["options"] if r.get("usd_per_month") is not None}
+    assert ranked == {"bf16", "w8a16", "w4a16"}
+    w8a8 = [r for r in report["options"] if r["variant"] == "w8a8"]
+    assert w8a8 and all("`thrifty quantize` cannot make w8a8" in r["problem"]
+                        and "llm-compressor" in r["problem"] for r in w8a8)
+    assert "- llama-3.1-8b w8a8 on every GPU: `thrifty quantize` cannot make w8a8" \
+        in md.read_text()
+
+
+def test_costing_follows_the_schemes_thrifty_quantize_offers(isolated_home, run_cli,
+                                                            monkeypatch):
+    from thrifty.formats import quantize_manifest
+
+    help_text = run_cli("quantize", "--help").output
+    assert f"[{'|'.join(sorted(quantize_manifest.SCHEMES))}]" in help_text
+    monkeypatch.setitem(quantize_manifest.SCHEMES, "W8A8", (8, True))
+    report = cost_json(run_cli, "llama-3.1-8b", "--requests-per-day", "100000", "--variants",
+                       "w8a8", "--gpu", "h100-sxm")
+    assert report["options"][0]["usd_per_month"] and not report["options"][0]["problem"]
+
+
+# --- --tensor-parallel fixes the GPUs per replica
+
+def test_tensor_parallel_sets_the_gpus_per_replica(isolated_home, run_cli, tmp_path):
+    fit_two = json.loads(run_cli("fit", "llama-3.1-8b", "--gpu", "h100-sxm",
+                                 "--tensor-parallel", "2", "--json").output)
+    fit_auto = json.loads(run_cli("fit", "llama-3.1-8b", "--gpu", "h100-sxm", "--json").output)
+    [two], [auto] = fit_two["results"][0]["fits"], fit_auto["results"][0]["fits"]
+    assert (auto["tensor_parallel"], two["tensor_parallel"]) == (1, 2)
+    assert two["tensor_parallel_chosen_by"] == "--tensor-parallel"
+    assert two["weights_gib_per_gpu"] == pytest.approx(auto["weights_gib_per_gpu"] / 2, abs=0.01)
+    md = tmp_path / "cost.md"
+    common = ("llama-3.1-8b", "--requests-per-day", "2000000", "--gpu", "h100-sxm,l4",
+              "--variants", "bf16")
+    report = cost_json(run_cli, *common, "--tensor-parallel", "2", "--markdown", md)
+    single = cost_json(run_cli, *common)
+    assert report["tensor_parallel"]["given"] == 2
+    for row in report["options"]:
+        assert row["tensor_parallel"] == 2 and row["gpus"] == 2 * row["replicas"]
+    by_gpu = {r["gpu"]: r for r in single["options"]}
+    assert all(r["capacity_requests_per_s_per_replica"]
+               != by_gpu[r["gpu"]]["capacity_requests_per_s_per_replica"]
+               for r in report["options"])  # the throughput model ran at TP 2
+    text = md.read_text()
+    assert "GPUs per replica (TP): 2, as given (--tensor-parallel)" in text
+    assert "| 1 | " in text and " | 2 | " in text
+
+
+def test_a_tensor_parallel_size_beyond_a_gpus_node_leaves_that_gpu_out(isolated_home):
+    from dataclasses import replace
+
+    from thrifty.cost.fit import fit
+
+    small_node = replace(catalog.load().find("l4"), max_per_node=4)
+    refused = fit(model_shape.load("llama-3.1-8b"), small_node, 4096, tp=8)
+    assert not refused.fits and "a l4 node holds 4" in refused.reason
+
+
+@pytest.mark.parametrize("command", ["fit", "cost"])
+@pytest.mark.parametrize("model, tp, phrase", [
+    ("llama-3.1-8b", "3", "--tensor-parallel 3 is not a power of two"),
+    ("llama-3.1-8b", "0", "--tensor-parallel 0 is not a power of two"),
+    ("llama-3.1-8b", "16", "more GPUs than a node of any GPU costed here holds"),
+    ("llama-3.1-70b", "1", "at --tensor-parallel 1"),
+    ("smollm", "2", "has 9 attention heads"),
+])
+def test_tensor_parallel_bad_input(isolated_home, run_cli, tmp_path, command, model, tp,
+                                   phrase):
+    if model == "smollm":
+        model = write_checkpoint(tmp_path / "smollm", SMOLLM2_135M)
+    traffic = ["--requests-per-day", "1000", "--variants", "bf16"] if command == "cost" \
+        else ["--context", "8192"]
+    result = run_cli(command, model, "--gpu", "h100-sxm", *traffic, "--tensor-parallel", tp)
+    assert result.exit_code == 1, result.output
+    assert phrase in " ".join(result.output.split()) and "Traceback" not in result.output

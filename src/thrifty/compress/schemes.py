@@ -1,10 +1,10 @@
 """Weight-only quantization schemes thrifty offers: name -> (default bits, symmetric).
 
-Shared by the CLI (option choices) and the compress engine (scheme construction).
+The table is in formats/quantize_manifest.py, the one place that lists what `thrifty quantize`
+makes: `thrifty cost` reads it there (features do not import each other) to rank only variants
+thrifty can produce.
 """
 
-SCHEMES = {
-    "W4A16": (4, True),
-    "W4A16_ASYM": (4, False),
-    "W8A16": (8, True),
-}
+from thrifty.formats.quantize_manifest import SCHEMES
+
+__all__ = ["SCHEMES"]

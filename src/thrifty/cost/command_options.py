@@ -1,11 +1,13 @@
 """What the cost commands share: the --catalog option, name lists, stale-price warnings, shapes."""
 
 import datetime
+from dataclasses import dataclass
 
 import click
 
 from thrifty.core.progress import stderr
 from thrifty.cost import catalog, model_shape
+from thrifty.formats import quantize_manifest
 
 CATALOG_HELP = ("A TOML file of [[gpu]] / [[price]] tables that adds GPUs or overrides prices "
                 "(same format as the shipped catalog; $THRIFTY_HOME/gpus.toml is read too).")
@@ -14,6 +16,13 @@ CATALOG_HELP = ("A TOML file of [[gpu]] / [[price]] tables that adds GPUs or ove
 def catalog_option(function):
     return click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False),
                         help=CATALOG_HELP)(function)
+
+
+def tensor_parallel_option(function):
+    return click.option(
+        "--tensor-parallel", "--tensor-parallel-size", "tensor_parallel", type=int,
+        metavar="N", help="GPUs per replica (vLLM's --tensor-parallel-size): 1, 2, 4 or 8 within "
+        "a node; default: the smallest group that holds the model.")(function)
 
 
 def split_names(text: str | None) -> list[str] | None:
@@ -33,15 +42,45 @@ def warn_stale(prices: list[catalog.Price]) -> None:
                  f"{listed}. Check them and override them with --catalog.")
 
 
-def load_shapes(model_refs: tuple[str, ...], variants: list[str] | None) -> list[tuple]:
-    """(label, shape) for each model, in each variant asked for (a checkpoint that is already
-    quantized is taken as it is)."""
+@dataclass(frozen=True)
+class Variant:
+    """A model as it will be costed: a checkpoint as it is, or a variant modelled from the
+    shape of an unquantized one."""
+    model: str  # the MODEL reference given
+    label: str
+    shape: model_shape.ModelShape
+    modelled: bool  # a variant modelled from the model's shape, not a checkpoint at hand
+
+    def not_made(self) -> str:
+        """Why thrifty cannot produce this variant ('' when it can): a modelled quantized
+        variant needs a scheme `thrifty quantize` writes (formats/quantize_manifest.SCHEMES)."""
+        precision = self.shape.precision
+        if not self.modelled or precision == "bf16" or precision in quantize_manifest.precisions():
+            return ""
+        made = ", ".join(sorted(quantize_manifest.precisions()))
+        tool = MADE_BY.get(precision, "llm-compressor (a compressed-tensors checkpoint)")
+        return (f"`thrifty quantize` cannot make {precision} yet (it makes {made}); "
+                f"make it with {tool}, then cost that checkpoint")
+
+
+# Who makes the variants `thrifty quantize` does not (checked against their documentation)
+MADE_BY = {
+    "w8a8": "llm-compressor's INT8 W8A8 recipe (SmoothQuantModifier, then GPTQModifier with "
+            "scheme=\"W8A8\")",
+    "fp8": "llm-compressor's FP8_DYNAMIC scheme (QuantizationModifier, no calibration data) or "
+           "vLLM's online FP8 quantization (`vllm serve MODEL --quantization fp8`)",
+}
+
+
+def load_shapes(model_refs: tuple[str, ...], variants: list[str] | None) -> list[Variant]:
+    """Each model, in each variant asked for (a checkpoint that is already quantized is taken as
+    it is)."""
     shapes = []
     for ref in model_refs:
         shape = model_shape.load(ref)
         if shape.weight_bits < 16 or not variants:
-            shapes.append((shape.precision, shape))
+            shapes.append(Variant(ref, shape.precision, shape, False))
             continue
         for name in variants:
-            shapes.append((name, model_shape.variant(shape, name)))
+            shapes.append(Variant(ref, name, model_shape.variant(shape, name), True))
     return shapes

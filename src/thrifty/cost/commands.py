@@ -6,10 +6,16 @@ from thrifty.core.errors import BadInput
 from thrifty.core.output import DefaultSubcommandGroup, emit_json, json_option, table
 from thrifty.cost import catalog, model_shape
 from thrifty.cost.calibrate_command import cost_calibrate, cost_check
-from thrifty.cost.command_options import catalog_option, load_shapes, split_names, warn_stale
+from thrifty.cost.command_options import (
+    catalog_option,
+    load_shapes,
+    split_names,
+    tensor_parallel_option,
+    warn_stale,
+)
 from thrifty.cost.finetune_command import cost_finetune
+from thrifty.cost.fit import check_tensor_parallel, memory_needed_text
 from thrifty.cost.fit import fit as fit_model
-from thrifty.cost.fit import memory_needed_text
 from thrifty.cost.plan_command import CostPlanConfig, run_plan
 
 # ---------------------------------------------------------------- thrifty gpus
@@ -71,10 +77,12 @@ def gpus_command(catalog_file: str | None, gpu_names: str | None, as_json: bool)
               help=f"Size the model as these variants ({', '.join(model_shape.VARIANTS)}); "
                    "default: as it is.")
 @click.option("--gpu", "gpu_names", metavar="LIST", help="Only these GPUs.")
+@tensor_parallel_option
 @catalog_option
 @json_option
 def fit_command(model: str, context: int | None, concurrency: int, variant_names: str | None,
-                gpu_names: str | None, catalog_file: str | None, as_json: bool) -> None:
+                gpu_names: str | None, tensor_parallel: int | None, catalog_file: str | None,
+                as_json: bool) -> None:
     """Which GPUs hold MODEL, and how many of each with tensor parallelism.
 
     MODEL is a model folder or its config.json, a built-in thrifty model, or a known
@@ -87,32 +95,56 @@ def fit_command(model: str, context: int | None, concurrency: int, variant_names
                        "least one sequence of at least one token.")
     cat = catalog.load(catalog_file)
     gpus = cat.select(split_names(gpu_names))
+    variants = load_shapes((model,), split_names(variant_names))
+    check_tensor_parallel(tensor_parallel, [v.shape for v in variants], gpus)
     results = []
-    for label, shape in load_shapes((model,), split_names(variant_names)):
-        ctx = context or min(shape.max_context, 8192)
-        fits = [fit_model(shape, gpu, ctx, concurrency) for gpu in gpus]
-        results.append({"variant": label, "shape": shape.as_dict(), "context_tokens": ctx,
+    for variant in variants:
+        ctx = context or min(variant.shape.max_context, 8192)
+        fits = [fit_model(variant.shape, gpu, ctx, concurrency, tensor_parallel) for gpu in gpus]
+        results.append({"variant": variant.label, "shape": variant.shape.as_dict(),
+                        "context_tokens": ctx, "tensor_parallel_given": tensor_parallel,
                         "fits": [f.as_dict(ctx, concurrency) for f in fits]})
         if not any(f.fits for f in fits):
-            need = min(f.needed_gib_total for f in fits)
-            per_node = max(g.max_per_node for g in gpus)
-            raise BadInput(
-                f"{model} ({label}) fits on no GPU in the catalog, even {per_node} to a node: it "
-                f"needs about {need:.0f} GiB ({memory_needed_text(shape, ctx, concurrency)}). "
-                "Quantize it (--variant w4a16), shorten --context or lower --concurrency, or "
-                "serve it across nodes with pipeline parallelism.")
+            refuse_fit(model, variant, fits, ctx, concurrency, tensor_parallel)
     if as_json:
         emit_json({"model": model, "figures": "modelled", "results": results})
         return
+    print_fits(model, results, concurrency)
+
+
+def refuse_fit(model: str, variant, fits: list, context: int, concurrency: int,
+               tensor_parallel: int | None) -> None:
+    """The error when a variant fits on none of the GPUs (at the --tensor-parallel given)."""
+    if tensor_parallel:
+        why = "; ".join(f"{f.gpu.id}: {f.reason}" for f in fits[:4])
+        raise BadInput(f"{model} ({variant.label}) fits on no GPU here at --tensor-parallel "
+                       f"{tensor_parallel} ({why}{'; ...' if len(fits) > 4 else ''}). Give a "
+                       "larger --tensor-parallel, or leave it out to get the smallest group "
+                       "that holds the model.")
+    need = min(f.needed_gib_total for f in fits)
+    per_node = max(f.gpu.max_per_node for f in fits)
+    raise BadInput(
+        f"{model} ({variant.label}) fits on no GPU in the catalog, even {per_node} to a node: it "
+        f"needs about {need:.0f} GiB "
+        f"({memory_needed_text(variant.shape, context, concurrency)}). Quantize it (--variant "
+        "w4a16), shorten --context or lower --concurrency, or serve it across nodes with "
+        "pipeline parallelism.")
+
+
+def print_fits(model: str, results: list[dict], concurrency: int) -> None:
     for result in results:
         shape = result["shape"]
+        given = result["tensor_parallel_given"]
         table(f"{model} as {result['variant']}: {shape['params'] / 1e9:.2f} B parameters, "
               f"{shape['weights_gib']} GiB of weights, "
               f"{shape['kv_bytes_per_token'] / 1024:.0f} KiB of KV cache per token "
-              f"(modelled; {concurrency} x {result['context_tokens']} tokens)",
+              f"(modelled; {concurrency} x {result['context_tokens']} tokens; "
+              + (f"tensor parallel {given}, as given)" if given
+                 else "the smallest tensor-parallel group that fits)"),
               ["GPU", "fits", "GPUs (TP)", "weights GiB/GPU", "KV needed GiB/GPU",
                "KV room GiB/GPU", "max sequences"],
-              [[f["gpu"], "yes" if f["fits"] else "no", f["tensor_parallel"] or "–",
+              [[f["gpu"], "yes" if f["fits"] else f"no: {f['reason']}",
+                f["tensor_parallel"] or "–",
                 f["weights_gib_per_gpu"], f["kv_cache_gib_needed_per_gpu"],
                 f["kv_cache_gib_available_per_gpu"] if f["fits"] else "–",
                 f["max_concurrency_at_context"] if f["fits"] else "–"]
@@ -149,8 +181,9 @@ def cost_group() -> None:
               help="Latency limits each replica must meet (MLPerf's llama3.1-8b server SLO by "
                    "default).")
 @click.option("--variants", "variant_names", default="bf16,w8a8,w4a16", show_default=True,
-              help="Variants to cost for each unquantized MODEL (modelled from its shape); a "
-                   "quantized checkpoint is costed as it is.")
+              help="Variants to cost for each unquantized MODEL (modelled from its shape; "
+                   "those `thrifty quantize` cannot make are listed, not ranked); a quantized "
+                   "checkpoint is costed as it is.")
 @click.option("--gpu", "gpu_names", metavar="LIST", help="Only these GPUs (default: all).")
 @click.option("--pricing", type=click.Choice(catalog.PRICE_KINDS), default="on-demand",
               show_default=True, help="Which price ranks the options.")
@@ -162,6 +195,7 @@ def cost_group() -> None:
               help="A bench run of one MODEL on one catalog GPU: its measured SLO-compliant "
                    "throughput replaces the modelled one for that option.")
 @click.option("--bench-gpu", help="The catalog GPU the --bench run ran on.")
+@tensor_parallel_option
 @click.option("--hours-per-week", type=float, default=168, show_default=True,
               help="Hours of use per week, for buy-vs-rent.")
 @click.option("--years", type=float, default=3, show_default=True,
@@ -179,7 +213,8 @@ def cost_group() -> None:
 def cost_plan(**options) -> None:
     """Rank GPU x model variant options by monthly cost for a traffic profile and an SLO.
 
-    For each option: the memory fit (GPUs per replica), the throughput model's SLO-compliant
+    For each option: the memory fit (GPUs per replica: the smallest tensor-parallel group that
+    holds the model, or --tensor-parallel), the throughput model's SLO-compliant
     request rate per replica (modelled; or measured with --bench), replicas = ceil(peak rate /
     rate per replica), $/month at 730 hours, $/1M input and output tokens, utilisation, and the
     on-demand, spot and reserved prices. Writes cost.md, cost.html and result.json to a run

@@ -5,8 +5,9 @@ holds the weights, a runtime reserve (activations of one scheduler step, CUDA gr
 workspaces) and gives the rest to the KV cache. Every figure here is modelled.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from thrifty.core.errors import BadInput
 from thrifty.cost.catalog import Gpu
 from thrifty.cost.model_shape import GIB, ModelShape
 
@@ -36,6 +37,8 @@ class Fit:
     kv_tokens_capacity: int  # KV-cache tokens one replica holds
     max_concurrency: int  # sequences of `context` tokens that fit at once
     needed_gib_total: float  # weights + runtime + the requested KV cache, all GPUs
+    tp_chosen_by: str = "smallest group that fits"  # or "--tensor-parallel", "the bench run"
+    reason: str = ""  # why it does not fit, when it does not
 
     @property
     def fits(self) -> bool:
@@ -44,6 +47,7 @@ class Fit:
     def as_dict(self, context: int, concurrency: int) -> dict:
         return {"gpu": self.gpu.id, "fits": self.fits, "tensor_parallel": self.tensor_parallel,
                 "gpus_per_replica": self.tensor_parallel,
+                "tensor_parallel_chosen_by": self.tp_chosen_by, "reason": self.reason or None,
                 "weights_gib_per_gpu": round(self.weights_gib_per_gpu, 2),
                 "runtime_gib_per_gpu": round(self.runtime_gib_per_gpu, 2),
                 "kv_cache_gib_needed_per_gpu": round(self.kv_gib_needed_per_gpu, 2),
@@ -68,32 +72,85 @@ def kv_share(shape: ModelShape, tp: int) -> float:
     return max(1, tp // shape.kv_heads) / tp if tp > shape.kv_heads else 1 / tp
 
 
-def fit(shape: ModelShape, gpu: Gpu, context: int, concurrency: int = 1) -> Fit:
-    """The smallest tensor-parallel group of `gpu` that holds the model and `concurrency`
-    sequences of `context` tokens."""
-    kv_needed = shape.kv_bytes_per_token * context * concurrency
+def _fit_at(shape: ModelShape, gpu: Gpu, context: int, concurrency: int,
+            tp: int) -> tuple[Fit, bool]:
+    """The figures of a group of `tp` GPUs, and whether the model and its KV cache fit it."""
     budget = gpu.memory_gib * GPU_MEMORY_UTILIZATION
+    weights = shape.weight_bytes / tp / GIB
+    runtime = runtime_gib(shape, gpu, tp)
+    kv_per_gpu = shape.kv_bytes_per_token * context * concurrency * kv_share(shape, tp) / GIB
+    available = budget - weights - runtime
+    tokens = int(available * GIB / (shape.kv_bytes_per_token * kv_share(shape, tp))) \
+        if available > 0 else 0
+    at = Fit(gpu, tp, weights, runtime, kv_per_gpu, max(0.0, available), tokens,
+             tokens // context if context else 0, (weights + runtime + kv_per_gpu) * tp)
+    return at, available >= kv_per_gpu and tokens >= context
+
+
+def fit(shape: ModelShape, gpu: Gpu, context: int, concurrency: int = 1,
+        tp: int | None = None) -> Fit:
+    """The smallest tensor-parallel group of `gpu` that holds the model and `concurrency`
+    sequences of `context` tokens; with `tp`, that group size or nothing."""
+    if tp is not None:
+        return _fit_given(shape, gpu, context, concurrency, tp)
+    kv_needed = shape.kv_bytes_per_token * context * concurrency
     last = None
-    for tp in TP_SIZES:
-        if tp > gpu.max_per_node or shape.heads % tp:
+    for size in TP_SIZES:
+        if size > gpu.max_per_node or shape.heads % size:
             continue
-        weights = shape.weight_bytes / tp / GIB
-        runtime = runtime_gib(shape, gpu, tp)
-        kv_per_gpu = kv_needed * kv_share(shape, tp) / GIB
-        available = budget - weights - runtime
-        tokens = int(available * GIB / (shape.kv_bytes_per_token * kv_share(shape, tp))) \
-            if available > 0 else 0
-        last = Fit(gpu, tp, weights, runtime, kv_per_gpu, max(0.0, available), tokens,
-                   tokens // context if context else 0,
-                   (weights + runtime + kv_per_gpu) * tp)
-        if available >= kv_per_gpu and tokens >= context:
+        last, ok = _fit_at(shape, gpu, context, concurrency, size)
+        if ok:
             return last
     one_gpu = shape.weight_bytes / GIB + runtime_gib(shape, gpu, 1) + kv_needed / GIB
+    reason = (f"does not fit: needs {one_gpu:.0f} GiB (more than {gpu.max_per_node} x "
+              f"{gpu.memory_gib:g} GiB)")
     if last is None:
         return Fit(gpu, None, shape.weight_bytes / GIB, runtime_gib(shape, gpu, 1),
-                   kv_needed / GIB, 0.0, 0, 0, one_gpu)
-    return Fit(gpu, None, last.weights_gib_per_gpu, last.runtime_gib_per_gpu,
-               last.kv_gib_needed_per_gpu, last.kv_gib_available_per_gpu, 0, 0, one_gpu)
+                   kv_needed / GIB, 0.0, 0, 0, one_gpu, reason=reason)
+    return replace(last, tensor_parallel=None, kv_tokens_capacity=0, max_concurrency=0,
+                   needed_gib_total=one_gpu, reason=reason)
+
+
+def _fit_given(shape: ModelShape, gpu: Gpu, context: int, concurrency: int, tp: int) -> Fit:
+    """A group of exactly `tp` GPUs (the user's --tensor-parallel), or why it cannot be."""
+    at, ok = _fit_at(shape, gpu, context, concurrency, tp)
+    if ok and tp <= gpu.max_per_node and not shape.heads % tp:
+        return replace(at, tp_chosen_by="--tensor-parallel")
+    if tp > gpu.max_per_node:
+        reason = (f"--tensor-parallel {tp} needs {tp} GPUs in one node; a {gpu.id} node holds "
+                  f"{gpu.max_per_node}")
+    elif shape.heads % tp:
+        reason = f"its {shape.heads} attention heads do not split over {tp} GPUs"
+    else:
+        smallest = fit(shape, gpu, context, concurrency).tensor_parallel
+        per_gpu = at.needed_gib_total / tp
+        reason = (f"does not fit at --tensor-parallel {tp}: needs {per_gpu:.1f} GiB on each GPU, "
+                  f"{gpu.memory_gib * GPU_MEMORY_UTILIZATION:.1f} GiB usable; "
+                  + (f"{smallest} GPUs would hold it" if smallest
+                     else "no node of it holds the model"))
+    return replace(at, tensor_parallel=None, kv_tokens_capacity=0, max_concurrency=0,
+                   tp_chosen_by="--tensor-parallel", reason=reason)
+
+
+def check_tensor_parallel(tp: int | None, shapes: list[ModelShape], gpus: list[Gpu]) -> None:
+    """Refuse a --tensor-parallel that no costed GPU and model could be served with."""
+    if tp is None:
+        return
+    largest = max(g.max_per_node for g in gpus)
+    if tp < 1 or tp & (tp - 1):
+        raise BadInput(f"--tensor-parallel {tp} is not a power of two: vLLM splits a model over "
+                       f"1, 2, 4 or 8 GPUs of one node (up to {largest} here). Give one of those, "
+                       "or leave it out to use the smallest group that holds the model.")
+    if tp > largest:
+        raise BadInput(f"--tensor-parallel {tp} is more GPUs than a node of any GPU costed here "
+                       f"holds (at most {largest}); tensor parallelism stays within a node. Give "
+                       f"{largest} or fewer, or leave it out to use the smallest group that fits.")
+    for shape in shapes:
+        if shape.heads % tp:
+            sizes = [n for n in TP_SIZES if not shape.heads % n and n <= largest]
+            raise BadInput(f"--tensor-parallel {tp}: {shape.name} has {shape.heads} attention "
+                           f"heads, which vLLM cannot split evenly over {tp} GPUs. Give a size "
+                           f"that divides them ({', '.join(map(str, sizes))}).")
 
 
 def memory_needed_text(shape: ModelShape, context: int, concurrency: int) -> str:

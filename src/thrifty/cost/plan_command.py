@@ -1,6 +1,6 @@
 """`thrifty cost plan`'s options as one typed config, and the steps that turn them into a report."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -11,9 +11,10 @@ from thrifty.core.output import emit_json
 from thrifty.core.progress import stderr
 from thrifty.core.runs import RunRecord
 from thrifty.core.stats import parse_slo
-from thrifty.cost import calibrate, catalog, serving
+from thrifty.cost import calibrate, catalog, model_shape, serving
 from thrifty.cost import report as cost_report
-from thrifty.cost.command_options import load_shapes, split_names, warn_stale
+from thrifty.cost.command_options import Variant, load_shapes, split_names, warn_stale
+from thrifty.cost.fit import check_tensor_parallel
 from thrifty.cost.perf_model import DEFAULT_GPU_EFFICIENCY, Efficiency
 
 
@@ -34,6 +35,7 @@ class CostPlanConfig:
     efficiency_text: str | None
     bench_run: str | None
     bench_gpu: str | None
+    tensor_parallel: int | None
     hours_per_week: float
     years: float
     usd_per_kwh: float
@@ -86,9 +88,10 @@ def run_plan(config: CostPlanConfig) -> None:
     ranked = serving.rank(options, config.pricing)
     own = serving.Ownership(years=config.years, usd_per_kwh=config.usd_per_kwh)
     report = cost_report.build(ranked, traffic, slo, config.pricing, eff, cat, config.models,
-                               config.hours_per_week, own)
+                               config.hours_per_week, own, config.tensor_parallel)
     run_config = {"models": list(config.models), "traffic": traffic.as_dict(), "slo": limits,
-                  "pricing": config.pricing, "catalog": cat.files, "efficiency": eff.as_dict()}
+                  "pricing": config.pricing, "catalog": cat.files, "efficiency": eff.as_dict(),
+                  "tensor_parallel": config.tensor_parallel}
     run_path = write_reports(config, report, run_config)
     report["run"] = str(run_path)
     if config.as_json:
@@ -133,22 +136,39 @@ def parse_limits(slo_text: str) -> tuple[dict[str, float], serving.Slo]:
 
 def build_options(config: CostPlanConfig, cat: catalog.Catalog, eff: Efficiency,
                   traffic: serving.Traffic, slo: serving.Slo) -> list[serving.Option]:
-    """Every GPU x model variant, modelled (or measured with --bench); at least one must fit."""
+    """Every GPU x model variant, modelled (or measured with --bench); at least one must fit.
+    A variant thrifty cannot produce is modelled but not ranked."""
     gpus = cat.select(split_names(config.gpu_names))
-    shapes = load_shapes(config.models, split_names(config.variant_names))
+    variants = load_shapes(config.models, split_names(config.variant_names))
+    check_tensor_parallel(config.tensor_parallel, [v.shape for v in variants], gpus)
+    context = traffic.input_tokens + traffic.output_tokens
     options = []
-    for label, shape in shapes:
+    for variant in variants:
         for gpu in gpus:
-            options.append(serving.plan_option(gpu, shape, label, eff, cat, traffic, slo,
-                                               traffic.input_tokens + traffic.output_tokens))
+            option = serving.plan_option(gpu, variant.shape, variant.label, eff, cat, traffic,
+                                         slo, context, config.tensor_parallel)
+            option.problem = variant.not_made() or option.problem
+            options.append(option)
     if config.bench_run:
-        apply_bench(options, config.bench_run, config.bench_gpu, cat, slo, traffic)
+        bench = BenchContext(cat, eff, slo, traffic, config.tensor_parallel)
+        apply_bench(options, config.bench_run, config.bench_gpu, variants, bench)
     if not any(o.fit.fits for o in options):
         need = min(o.fit.needed_gib_total for o in options)
+        if config.tensor_parallel:
+            raise BadInput(f"No option fits at --tensor-parallel {config.tensor_parallel}: "
+                           f"{smallest_groups(options)}. Give a larger --tensor-parallel, leave "
+                           "it out to use the smallest group that holds the model, or add a "
+                           "quantized variant (--variants w4a16).")
         raise BadInput(f"No option fits: every model variant needs more memory than a node of "
                        f"any catalog GPU offers (the smallest needs about {need:.0f} GiB). Add a "
                        "quantized variant (--variants w4a16) or a larger GPU (--catalog).")
     return options
+
+
+def smallest_groups(options: list[serving.Option]) -> str:
+    """Where each refused option would fit, for the --tensor-parallel error."""
+    reasons = sorted({f"{o.gpu.id} {o.variant}: {o.fit.reason}" for o in options})
+    return "; ".join(reasons[:4]) + (f"; and {len(reasons) - 4} more" if len(reasons) > 4 else "")
 
 
 def write_reports(config: CostPlanConfig, report: dict, run_config: dict) -> Path:
@@ -167,12 +187,26 @@ def write_reports(config: CostPlanConfig, report: dict, run_config: dict) -> Pat
     return run.path
 
 
-def apply_bench(options: list, bench_run: str, bench_gpu: str | None, cat, slo, traffic) -> None:
+@dataclass(frozen=True)
+class BenchContext:
+    """What re-planning an option for a bench run needs."""
+    cat: catalog.Catalog
+    eff: Efficiency
+    slo: serving.Slo
+    traffic: serving.Traffic
+    tensor_parallel: int | None
+
+
+def apply_bench(options: list[serving.Option], bench_run: str, bench_gpu: str | None,
+                variants: list[Variant], ctx: BenchContext) -> None:
+    """Put the bench run's measured figure in place of the modelled one of the option it
+    measured: the GPU it ran on, the model and variant it served, its tensor-parallel size."""
     bench, folder = calibrate.read_bench(bench_run)
     if not bench_gpu:
         raise BadInput("--bench needs --bench-gpu: the catalog GPU the run was measured on "
                        f"(the run says its hardware was {bench.get('hardware')!r}).")
-    gpu = cat.find(bench_gpu)
+    gpu = ctx.cat.find(bench_gpu)
+    traffic = ctx.traffic
     work = bench["workload"]
     if (str(work.get("input_tokens")), str(work.get("output_tokens"))) != \
             (str(traffic.input_tokens), str(traffic.output_tokens)):
@@ -180,9 +214,88 @@ def apply_bench(options: list, bench_run: str, bench_gpu: str | None, cat, slo, 
                      f"and {work.get('output_tokens')} output tokens, the traffic "
                      f"{traffic.input_tokens} and {traffic.output_tokens}; its measured "
                      "throughput is used as it is.")
-    candidates = [o for o in options if o.gpu.id == gpu.id and o.fit.fits]
-    if not candidates:
-        raise BadInput(f"--bench-gpu {bench_gpu}: no option on that GPU fits the model, so the "
-                       "bench run cannot stand in for one.")
-    # The bench served one model as it is: it measures the first model's first variant.
-    serving.measured_option(candidates[0], bench, slo, traffic, folder.name)
+    served = served_variant(bench, variants, bench_run)
+    index = next((i for i, o in enumerate(options) if o.gpu.id == gpu.id
+                  and o.variant == served.label and o.shape == served.shape), None)
+    if index is None:
+        raise BadInput(f"--bench-gpu {bench_gpu} is not among the GPUs costed here (--gpu); add "
+                       "it to --gpu so the bench run can stand in for its option.")
+    option = at_bench_tp(options[index], bench, bench_run, ctx)
+    if not option.fit.fits:
+        raise BadInput(f"--bench-gpu {bench_gpu}: the variant the run served ({served.label}) "
+                       f"does not fit that GPU in thrifty's memory model ({option.fit.reason}), "
+                       "so the bench run cannot stand in for it.")
+    options[index] = serving.measured_option(option, bench, ctx.slo, traffic, folder.name)
+
+
+def at_bench_tp(option: serving.Option, bench: dict, bench_run: str,
+                ctx: BenchContext) -> serving.Option:
+    """The option on as many GPUs per replica as the run used (when it says)."""
+    run_tp = ((bench.get("target") or {}).get("flags") or {}).get("tensor_parallel_size")
+    if not run_tp or run_tp == option.fit.tensor_parallel:
+        return option
+    if ctx.tensor_parallel:
+        raise BadInput(f"The bench run {bench_run} served with tensor parallelism {run_tp} but "
+                       f"--tensor-parallel is {ctx.tensor_parallel}: its figures are for "
+                       f"{run_tp} GPUs per replica. Pass --tensor-parallel {run_tp}, or a bench "
+                       f"run served with --tensor-parallel-size {ctx.tensor_parallel}.")
+    replanned = serving.plan_option(option.gpu, option.shape, option.variant, ctx.eff, ctx.cat,
+                                    ctx.traffic, ctx.slo,
+                                    ctx.traffic.input_tokens + ctx.traffic.output_tokens, run_tp)
+    replanned.fit = replace(replanned.fit, tp_chosen_by="the bench run")
+    return replanned
+
+
+def served_shape(bench: dict) -> tuple[model_shape.ModelShape | None, str]:
+    """The shape of the model a bench run served, read from its folder's config.json (which
+    says how it was quantized), and the folder; or None and why it cannot be known."""
+    target = bench.get("target") or {}
+    path = target.get("model_path") or (target.get("flags") or {}).get("base_path")
+    if not path:
+        return None, ("it ran against a server thrifty did not start, which named no model "
+                      "folder")
+    try:
+        return model_shape.load(path), path
+    except BadInput:
+        return None, f"it served {path}, whose config.json cannot be read here"
+
+
+def _architecture(shape: model_shape.ModelShape) -> model_shape.ModelShape:
+    """The shape with its precision, name and context limit left out: what makes two
+    checkpoints the same model for costing."""
+    return replace(model_shape.variant(shape, "bf16"), name="", source="", max_context=0)
+
+
+def served_variant(bench: dict, variants: list[Variant], bench_run: str) -> Variant:
+    """The costed variant a bench run measured: the same model as it served, at the precision
+    its checkpoint has. Refused when the run served something that is not costed."""
+    served, where = served_shape(bench)
+    costed = ", ".join(f"{v.model} {v.label}" for v in variants)
+    if served is None:
+        if len(variants) == 1:
+            stderr.print(f"[yellow]warning:[/] the bench run {bench_run} does not say which model "
+                         f"it served ({where}); its figures are taken for {costed}, the one "
+                         "variant costed.")
+            return variants[0]
+        raise BadInput(f"The bench run {bench_run} does not say which model it served ({where}), "
+                       f"so thrifty cannot tell which of the variants costed here ({costed}) it "
+                       "measured. Cost only the one it served (one MODEL, and --variants with "
+                       "one name), or bench a model that `thrifty bench --model` serves.")
+    same_model = [v for v in variants if _architecture(v.shape) == _architecture(served)]
+    if not same_model:
+        models = ", ".join(dict.fromkeys(v.model for v in variants))
+        raise BadInput(f"The bench run {bench_run} served {where} ({served.params / 1e9:.2f} B "
+                       f"parameters, {served.layers} layers, hidden size {served.hidden}), which "
+                       f"is not the model costed here ({models}). Cost the model it served "
+                       f"(`thrifty cost {where} ...`), or give a bench run of {models}.")
+    matches = [v for v in same_model if v.shape.precision == served.precision]
+    if not matches:
+        ways = ([f"add {served.precision} to --variants"]
+                if served.precision in model_shape.VARIANTS else [])
+        if served.weight_bits < 16:
+            ways.append(f"give the checkpoint {where} itself as a MODEL")
+        raise BadInput(f"The bench run {bench_run} served {where} as {served.precision} (the "
+                       "precision its config.json records), but that model is costed here only "
+                       f"as {', '.join(v.label for v in same_model)}. To use the run, "
+                       f"{' or '.join(ways)}.")
+    return next((v for v in matches if v.label == served.precision), matches[0])

@@ -13,7 +13,7 @@ from thrifty.cost.perf_model import Efficiency
 
 def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str, eff: Efficiency,
           cat: Catalog, models: tuple[str, ...], hours_per_week: float,
-          own: serving.Ownership) -> dict:
+          own: serving.Ownership, tensor_parallel: int | None = None) -> dict:
     rows = [serving.option_row(o, traffic, pricing) for o in ranked]
     priced = [o for o in ranked if o.usd_per_month(pricing) is not None]
     buy = []
@@ -28,6 +28,9 @@ def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str
         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "text": slo.text()},
         "pricing": pricing, "hours_per_month": HOURS_PER_MONTH,
         "efficiency": eff.as_dict(), "catalog": cat.files,
+        "tensor_parallel": {"given": tensor_parallel, "text": (
+            f"{tensor_parallel}, as given (--tensor-parallel)" if tensor_parallel
+            else "the smallest tensor-parallel group that holds the model")},
         "options": rows, "buy_vs_rent": buy,
         "note": ("Throughput, latency, replicas and dollars are modelled by the roofline "
                  "throughput model unless an option says measured; prices are dated catalog "
@@ -37,6 +40,17 @@ def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str
 
 def _serving(report: dict) -> list[dict]:
     return [r for r in report["options"] if r.get("usd_per_month") is not None]
+
+
+def not_ranked(report: dict) -> list[str]:
+    """One line per reason an option is not ranked, naming the GPUs it holds for."""
+    groups: dict[tuple, list[str]] = {}
+    for r in report["options"]:
+        if r.get("problem"):
+            groups.setdefault((r["model"], r["variant"], r["problem"]), []).append(r["gpu"])
+    every = len({r["gpu"] for r in report["options"]})
+    return [f"{model} {variant} on {'every GPU' if len(gpus) == every > 1 else ', '.join(gpus)}: "
+            f"{problem}" for (model, variant, problem), gpus in groups.items()]
 
 
 def print_terminal(report: dict, top: int) -> None:
@@ -53,16 +67,16 @@ def print_terminal(report: dict, top: int) -> None:
     others = [k for k in PRICE_KINDS if k != report["pricing"]]
     table(f"Cheapest options for {traffic['requests_per_day']:,.0f} requests/day "
           f"({traffic['input_tokens']} in / {traffic['output_tokens']} out tokens, peak x"
-          f"{traffic['peak_factor']:g}) within {report['slo']['text']}; {report['pricing']} "
-          f"prices, 730 h/month",
+          f"{traffic['peak_factor']:g}) within {report['slo']['text']}; GPUs per replica: "
+          f"{report['tensor_parallel']['text']}; {report['pricing']} prices, 730 h/month",
           ["GPU", "model", "TP", "replicas", "GPUs", "TTFT ms", "TPOT ms", "util",
            f"$/month {report['pricing']}", *[f"$/month {k}" for k in others],
            "$/1M in / out", "figures"], rows)
-    blocked = [r for r in report["options"] if r.get("problem")]
+    blocked = not_ranked(report)
     if blocked:
-        shown = ", ".join(f"{r['gpu']} {r['variant']} ({r['problem']})" for r in blocked[:6])
-        more = f" and {len(blocked) - 6} more" if len(blocked) > 6 else ""
-        print(f"Not ranked: {shown}{more}.")
+        more = [f"... and {len(blocked) - 6} more (cost.md lists them all)"] \
+            if len(blocked) > 6 else []
+        print("\n".join(["Not ranked:", *[f"- {line}" for line in blocked[:6]], *more]))
     eff = report["efficiency"]
     print(f"Modelled with memory efficiency {eff['memory']:.3g}, compute efficiency "
           f"{eff['compute']:.3g}, step overhead {eff['overhead_ms']:.3g} ms, request lag "
@@ -87,6 +101,7 @@ def markdown(report: dict) -> str:
         f"peak {traffic['peak_factor']:g} x average ({traffic['peak_requests_per_s']:.3f} req/s)",
         f"- SLO per replica: {report['slo']['text']}",
         f"- Ranked by {report['pricing']} price; $/month at {report['hours_per_month']} h",
+        f"- GPUs per replica (TP): {report['tensor_parallel']['text']}",
         f"- {report['note']}",
         "",
         "| rank | GPU | model | TP | replicas | GPUs | TTFT ms | TPOT ms | utilisation | "
@@ -103,10 +118,10 @@ def markdown(report: dict) -> str:
             f"{money(by['reserved'])} | ${r['usd_per_1m_input_tokens']:.4f} | "
             f"${r['usd_per_1m_output_tokens']:.4f} | {r['figures']} | "
             f"{price.get('provider', '')} {price.get('date', '')} |")
-    blocked = [r for r in report["options"] if r.get("problem")]
+    blocked = not_ranked(report)
     if blocked:
         lines += ["", "Not ranked:", ""]
-        lines += [f"- {r['gpu']} {r['model']} {r['variant']}: {r['problem']}" for r in blocked]
+        lines += [f"- {line}" for line in blocked]
     if report["buy_vs_rent"]:
         lines += ["", "## Buy or rent", "",
                   "| GPU | GPUs | years | rent $/GPU-h | break-even h/week | at use h/week | "
@@ -163,13 +178,15 @@ def html(report: dict) -> str:
     header = (f"<h1>Serving cost: {esc(', '.join(report['models']))}</h1>"
               f"<p>{traffic['requests_per_day']:,.0f} requests/day · {traffic['input_tokens']} "
               f"in / {traffic['output_tokens']} out tokens · peak ×{traffic['peak_factor']:g} · "
-              f"SLO {esc(report['slo']['text'])} · {esc(report['pricing'])} prices</p>"
+              f"SLO {esc(report['slo']['text'])} · {esc(report['pricing'])} prices · GPUs "
+              f"per replica: {esc(report['tensor_parallel']['text'])}</p>"
               f"<p class='banner'>{esc(report['note'])}</p>")
-    rows = [[str(n), r["gpu"], f"{r['model']} {r['variant']}", str(r["gpus"]),
+    rows = [[str(n), r["gpu"], f"{r['model']} {r['variant']}", str(r["tensor_parallel"]),
+             str(r["gpus"]),
              by_size(r["ttft_ms"]), by_size(r["tpot_ms"]), money(r["usd_per_month"]),
              f"${r['usd_per_1m_output_tokens']:.4f}", r["figures"], _price_text(r)]
             for n, r in enumerate(_serving(report), 1)]
-    ranking = html_table(["rank", "GPU", "model", "GPUs", "TTFT ms", "TPOT ms", "$/month",
+    ranking = html_table(["rank", "GPU", "model", "TP", "GPUs", "TTFT ms", "TPOT ms", "$/month",
                           "$/1M output", "figures", "price"], rows)
     body = (f"{header}<h2>Cost against latency</h2>{cost_latency_chart(report, Plots())}"
             f"<h2>Ranking</h2>{ranking}<footer>thrifty cost · modelled unless marked measured · "

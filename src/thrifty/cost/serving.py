@@ -176,14 +176,15 @@ def input_share(shape: ModelShape, hw: Hardware, eff: Efficiency, state: SteadyS
 
 
 def plan_option(gpu: Gpu, shape: ModelShape, variant: str, eff: Efficiency, catalog: Catalog,
-                traffic: Traffic, slo: Slo, context: int) -> Option:
-    fitted = fit(shape, gpu, context)
+                traffic: Traffic, slo: Slo, context: int, tp: int | None = None) -> Option:
+    """One GPU x variant, modelled: on `tp` GPUs per replica when given (--tensor-parallel),
+    else on the smallest group that holds the model."""
+    fitted = fit(shape, gpu, context, tp=tp)
     source = f"modelled ({'default efficiency' if eff.source == 'default' else eff.source})"
     option = Option(gpu, shape, variant, fitted, source,
                     prices={kind: catalog.cheapest(gpu.id, kind) for kind in PRICE_KINDS})
     if not fitted.fits:
-        option.problem = (f"does not fit: needs {fitted.needed_gib_total:.0f} GiB "
-                          f"(more than {gpu.max_per_node} x {gpu.memory_gib:g} GiB)")
+        option.problem = fitted.reason
         return option
     hw = Hardware.from_gpu(gpu)
     most = capacity(shape, hw, eff, fitted, traffic, slo)
@@ -240,6 +241,7 @@ def option_row(option: Option, traffic: Traffic, kind: str) -> dict:
         "model": option.shape.name, "precision": option.shape.precision,
         "figures": option.source, "problem": option.problem or None,
         "tensor_parallel": option.fit.tensor_parallel,
+        "tensor_parallel_chosen_by": option.fit.tp_chosen_by,
         "weights_gib": round(option.shape.weight_bytes / 2**30, 2),
         "replicas": option.replicas or None, "gpus": option.gpus or None,
         "pricing": kind,
