@@ -80,3 +80,26 @@ def test_prefix_cache_serves_repeated_prompts_and_thrashes_when_too_small(cat):
     tight = ttft_ms(50_000)  # they do not: a cycle through LRU never hits
     assert roomy < 0.5 * off
     assert tight == pytest.approx(off)
+
+
+def test_each_gpu_row_says_which_efficiencies_it_used(isolated_home, run_cli, tmp_path):
+    import json
+    fitted = tmp_path / "fitted.toml"
+    fitted.write_text('[[gpu]]\nid = "h100-sxm"\nefficiency_memory = 0.9\n'
+                      'efficiency_compute = 0.6\nstep_overhead_ms = 1.0\nrequest_lag_ms = 5.0\n'
+                      'efficiency_source = "a test fit"\n')
+    result = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--gpu",
+                     "h100-sxm,l40s", "--variants", "bf16", "--catalog", fitted, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = {r["gpu"]: r for r in report["options"]}
+    assert "fitted on h100-sxm" in rows["h100-sxm"]["figures"]
+    assert rows["h100-sxm"]["efficiency"]["memory"] == 0.9
+    # the L40S has no fit of its own: it borrows the H100's and says so
+    assert "h100-sxm's fit applied to l40s" in rows["l40s"]["figures"]
+    assert rows["l40s"]["efficiency"]["overhead_ms"] == 1.0
+    given = run_cli("cost", "llama-3.1-8b", "--requests-per-day", "100000", "--gpu", "l40s",
+                    "--variants", "bf16", "--catalog", fitted, "--efficiency",
+                    "memory=0.5,compute=0.5,overhead_ms=2", "--json")
+    row = json.loads(given.stdout)["options"][0]
+    assert "--efficiency" in row["figures"] and row["efficiency"]["memory"] == 0.5

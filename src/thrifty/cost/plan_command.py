@@ -15,7 +15,7 @@ from thrifty.cost import calibrate, catalog, model_shape, serving
 from thrifty.cost import report as cost_report
 from thrifty.cost.command_options import Variant, load_shapes, split_names, warn_stale
 from thrifty.cost.fit import check_tensor_parallel
-from thrifty.cost.perf_model import DEFAULT_GPU_EFFICIENCY, Efficiency
+from thrifty.cost.perf_model import Efficiency, efficiency_for
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,10 @@ def parse_efficiency(text: str) -> Efficiency:
                       "efficiency given with --efficiency", values.get("lag_ms", 0.0))
 
 
-def choose_efficiency(calibration_file: str | None, efficiency_text: str | None) -> Efficiency:
+def choose_efficiency(calibration_file: str | None,
+                      efficiency_text: str | None) -> Efficiency | None:
+    """One efficiency for every GPU (given, or calibrated on a GPU); None: each GPU's own from
+    the catalog (fitted, or borrowed from a fitted GPU of its vendor, or the defaults)."""
     if efficiency_text:
         return parse_efficiency(efficiency_text)
     if calibration_file:
@@ -76,7 +79,11 @@ def choose_efficiency(calibration_file: str | None, efficiency_text: str | None)
                            "kernels, not a GPU's. Calibrate on a GPU bench run, or check CPU "
                            "predictions with `thrifty cost check`.")
         return calibrate.efficiency_of(data)
-    return DEFAULT_GPU_EFFICIENCY
+    return None
+
+
+def gpu_efficiency(eff: Efficiency | None, gpu, cat: catalog.Catalog) -> Efficiency:
+    return eff or efficiency_for(gpu, list(cat.gpus.values()))
 
 
 def run_plan(config: CostPlanConfig) -> None:
@@ -90,7 +97,8 @@ def run_plan(config: CostPlanConfig) -> None:
     report = cost_report.build(ranked, traffic, slo, config.pricing, eff, cat, config.models,
                                config.hours_per_week, own, config.tensor_parallel)
     run_config = {"models": list(config.models), "traffic": traffic.as_dict(), "slo": limits,
-                  "pricing": config.pricing, "catalog": cat.files, "efficiency": eff.as_dict(),
+                  "pricing": config.pricing, "catalog": cat.files,
+                  "efficiency": eff.as_dict() if eff else "per GPU, from the catalog",
                   "tensor_parallel": config.tensor_parallel}
     run_path = write_reports(config, report, run_config)
     report["run"] = str(run_path)
@@ -134,7 +142,7 @@ def parse_limits(slo_text: str) -> tuple[dict[str, float], serving.Slo]:
     return limits, serving.Slo(limits.get("ttft_ms"), limits.get("tpot_ms"))
 
 
-def build_options(config: CostPlanConfig, cat: catalog.Catalog, eff: Efficiency,
+def build_options(config: CostPlanConfig, cat: catalog.Catalog, eff: Efficiency | None,
                   traffic: serving.Traffic, slo: serving.Slo) -> list[serving.Option]:
     """Every GPU x model variant, modelled (or measured with --bench); at least one must fit.
     A variant thrifty cannot produce is modelled but not ranked."""
@@ -145,8 +153,9 @@ def build_options(config: CostPlanConfig, cat: catalog.Catalog, eff: Efficiency,
     options = []
     for variant in variants:
         for gpu in gpus:
-            option = serving.plan_option(gpu, variant.shape, variant.label, eff, cat, traffic,
-                                         slo, context, config.tensor_parallel)
+            option = serving.plan_option(gpu, variant.shape, variant.label,
+                                         gpu_efficiency(eff, gpu, cat), cat, traffic, slo,
+                                         context, config.tensor_parallel)
             option.problem = variant.not_made() or option.problem
             options.append(option)
     if config.bench_run:
@@ -191,7 +200,7 @@ def write_reports(config: CostPlanConfig, report: dict, run_config: dict) -> Pat
 class BenchContext:
     """What re-planning an option for a bench run needs."""
     cat: catalog.Catalog
-    eff: Efficiency
+    eff: Efficiency | None
     slo: serving.Slo
     traffic: serving.Traffic
     tensor_parallel: int | None
@@ -239,7 +248,8 @@ def at_bench_tp(option: serving.Option, bench: dict, bench_run: str,
                        f"--tensor-parallel is {ctx.tensor_parallel}: its figures are for "
                        f"{run_tp} GPUs per replica. Pass --tensor-parallel {run_tp}, or a bench "
                        f"run served with --tensor-parallel-size {ctx.tensor_parallel}.")
-    replanned = serving.plan_option(option.gpu, option.shape, option.variant, ctx.eff, ctx.cat,
+    replanned = serving.plan_option(option.gpu, option.shape, option.variant,
+                                    gpu_efficiency(ctx.eff, option.gpu, ctx.cat), ctx.cat,
                                     ctx.traffic, ctx.slo,
                                     ctx.traffic.input_tokens + ctx.traffic.output_tokens, run_tp)
     replanned.fit = replace(replanned.fit, tp_chosen_by="the bench run")

@@ -11,7 +11,8 @@ from thrifty.cost.catalog import HOURS_PER_MONTH, PRICE_KINDS, Catalog
 from thrifty.cost.perf_model import Efficiency
 
 
-def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str, eff: Efficiency,
+def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str,
+          eff: Efficiency | None,
           cat: Catalog, models: tuple[str, ...], hours_per_week: float,
           own: serving.Ownership, tensor_parallel: int | None = None) -> dict:
     rows = [serving.option_row(o, traffic, pricing) for o in ranked]
@@ -27,7 +28,9 @@ def build(ranked: list, traffic: serving.Traffic, slo: serving.Slo, pricing: str
         "models": list(models), "traffic": traffic.as_dict(),
         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "text": slo.text()},
         "pricing": pricing, "hours_per_month": HOURS_PER_MONTH,
-        "efficiency": eff.as_dict(), "catalog": cat.files,
+        "efficiency": eff.as_dict() if eff else None,
+        "efficiency_by_gpu": {o.gpu.id: o.efficiency.as_dict() for o in ranked if o.efficiency},
+        "catalog": cat.files,
         "tensor_parallel": {"given": tensor_parallel, "text": (
             f"{tensor_parallel}, as given (--tensor-parallel)" if tensor_parallel
             else "the smallest tensor-parallel group that holds the model")},
@@ -77,10 +80,8 @@ def print_terminal(report: dict, top: int) -> None:
         more = [f"... and {len(blocked) - 6} more (cost.md lists them all)"] \
             if len(blocked) > 6 else []
         print("\n".join(["Not ranked:", *[f"- {line}" for line in blocked[:6]], *more]))
-    eff = report["efficiency"]
-    print(f"Modelled with memory efficiency {eff['memory']:.3g}, compute efficiency "
-          f"{eff['compute']:.3g}, step overhead {eff['overhead_ms']:.3g} ms, request lag "
-          f"{eff['lag_ms']:.3g} ms ({eff['source']}).")
+    for line in efficiency_lines(report):
+        print(line)
     for b in report["buy_vs_rent"][:1]:
         if b.get("available"):
             even = b["break_even_hours_per_week"]
@@ -103,6 +104,7 @@ def markdown(report: dict) -> str:
         f"- Ranked by {report['pricing']} price; $/month at {report['hours_per_month']} h",
         f"- GPUs per replica (TP): {report['tensor_parallel']['text']}",
         f"- {report['note']}",
+        *(f"- {line}" for line in efficiency_lines(report)),
         "",
         "| rank | GPU | model | TP | replicas | GPUs | TTFT ms | TPOT ms | utilisation | "
         "$/month on-demand | spot | reserved | $/1M input | $/1M output | figures | price source |",
@@ -192,3 +194,17 @@ def html(report: dict) -> str:
             f"<h2>Ranking</h2>{ranking}<footer>thrifty cost · modelled unless marked measured · "
             f"prices dated in the catalog</footer>")
     return page("thrifty cost", body)
+
+
+def efficiency_lines(report: dict) -> list[str]:
+    """Which efficiencies the modelled figures used, and where they came from: one line per
+    distinct set (one for all GPUs when given, else per GPU from the catalog)."""
+    by_text: dict[str, list[str]] = {}
+    given = report["efficiency"]
+    sets = {"all GPUs": given} if given else report.get("efficiency_by_gpu", {})
+    for gpu, eff in sets.items():
+        text = (f"memory efficiency {eff['memory']:.3g}, compute efficiency "
+                f"{eff['compute']:.3g}, step overhead {eff['overhead_ms']:.3g} ms, request lag "
+                f"{eff['lag_ms']:.3g} ms ({eff['source']})")
+        by_text.setdefault(text, []).append(gpu)
+    return [f"Modelled for {', '.join(gpus)} with {text}." for text, gpus in by_text.items()]

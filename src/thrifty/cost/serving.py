@@ -104,6 +104,7 @@ class Option:
     variant: str
     fit: Fit
     source: str  # "modelled (...)" or "measured (...)"
+    efficiency: Efficiency | None = None  # what the modelled figures used
     capacity: SteadyState | None = None  # one replica's highest SLO-compliant load
     state: SteadyState | None = None  # one replica at its share of the peak traffic
     replicas: int = 0
@@ -181,7 +182,7 @@ def plan_option(gpu: Gpu, shape: ModelShape, variant: str, eff: Efficiency, cata
     else on the smallest group that holds the model."""
     fitted = fit(shape, gpu, context, tp=tp)
     source = f"modelled ({'default efficiency' if eff.source == 'default' else eff.source})"
-    option = Option(gpu, shape, variant, fitted, source,
+    option = Option(gpu, shape, variant, fitted, source, eff,
                     prices={kind: catalog.cheapest(gpu.id, kind) for kind in PRICE_KINDS})
     if not fitted.fits:
         option.problem = fitted.reason
@@ -240,6 +241,7 @@ def option_row(option: Option, traffic: Traffic, kind: str) -> dict:
         "gpu": option.gpu.id, "gpu_name": option.gpu.name, "variant": option.variant,
         "model": option.shape.name, "precision": option.shape.precision,
         "figures": option.source, "problem": option.problem or None,
+        "efficiency": option.efficiency.as_dict() if option.efficiency else None,
         "tensor_parallel": option.fit.tensor_parallel,
         "tensor_parallel_chosen_by": option.fit.tp_chosen_by,
         "weights_gib": round(option.shape.weight_bytes / 2**30, 2),
