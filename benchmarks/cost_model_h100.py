@@ -16,6 +16,10 @@ from pathlib import Path
 
 from common import fingerprint, thrifty
 
+from thrifty.cost import catalog, measurements
+from thrifty.cost import measurement_check as check
+from thrifty.cost.perf_model import Efficiency
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "h100-measurements" / "h100-measurements.csv"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,6 +57,36 @@ def markdown(report: dict, command: list[str], fp: dict) -> str:
     return "\n".join(lines)
 
 
+def holdout(horizon_s: float | None) -> dict:
+    """Each model predicted with the efficiencies fitted without it
+    (benchmarks/results/gpu_efficiency_fit.json): the error on a model the fit never saw."""
+    fitted = json.loads((RESULTS / "gpu_efficiency_fit.json").read_text())
+    rows = measurements.read(DATA, catalog.load())
+    out = {}
+    for model, f in fitted.get("leave_one_model_out", {}).items():
+        eff = Efficiency(f["memory"], f["compute"], f["overhead_ms"], f"fit without {model}",
+                         f["lag_ms"])
+        chosen = [r for r in rows if r.scenario.model == model]
+        results = check.check_rows(chosen, eff, horizon_s,
+                                   allreduce_latency_us=f["nvlink_allreduce_us"])
+        out[model] = check.summarize_errors(results)["metrics"]
+        print("held out", model, {m: out[model][m]["median_abs_pct"] for m in HEADLINE
+                                  if m in out[model]}, flush=True)
+    return out
+
+
+def holdout_markdown(held: dict) -> list[str]:
+    lines = ["", "Each model predicted with the efficiencies fitted on the other eight "
+             "(leave one model out; median absolute error, signed in brackets):", "",
+             "| held-out model | " + " | ".join(HEADLINE) + " |",
+             "| --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
+    for model, stats in held.items():
+        lines.append(f"| {model} | " + " | ".join(
+            f"{stats[m]['median_abs_pct']}% ({stats[m]['median_signed_pct']:+}%)"
+            if m in stats else "–" for m in HEADLINE) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--horizon-s", type=float, help="cut each stage (default: full stages)")
@@ -64,11 +98,14 @@ def main() -> None:
         command += ["--horizon-s", str(args.horizon_s)]
     report = thrifty(*command[1:])
     fp = fingerprint()
+    held = holdout(args.horizon_s)
     summary = {"command": command, "fingerprint": fp, "efficiency": report["efficiency"],
-               "horizon_s": args.horizon_s, "summary": report["summary"]}
+               "horizon_s": args.horizon_s, "summary": report["summary"],
+               "leave_one_model_out": held}
+    text = markdown(report, command, fp) + "\n".join(holdout_markdown(held)) + "\n"
     (RESULTS / "cost_model_h100.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (RESULTS / "cost_model_h100.md").write_text(markdown(report, command, fp))
-    print(markdown(report, command, fp))
+    (RESULTS / "cost_model_h100.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

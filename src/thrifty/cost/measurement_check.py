@@ -89,7 +89,7 @@ def predict_row(row: MeasuredRow, replayed: list[tuple[int, SimRequest]]) -> dic
 
 
 def check_rows(rows: list[MeasuredRow], eff: Efficiency, horizon_s: float | None = None,
-               progress=None) -> list[dict]:
+               progress=None, allreduce_latency_us: float | None = None) -> list[dict]:
     """Predicted against measured for every row (replaying each experiment once)."""
     replays: dict[tuple, list] = {}
     results = []
@@ -100,7 +100,7 @@ def check_rows(rows: list[MeasuredRow], eff: Efficiency, horizon_s: float | None
             continue
         key = row.scenario.key()
         if key not in replays:
-            replays[key] = replay(row.scenario, eff, horizon_s)
+            replays[key] = replay(row.scenario, eff, horizon_s, allreduce_latency_us)
             if progress:
                 progress(len(replays))
         predicted = predict_row(row, replays[key])
