@@ -56,9 +56,10 @@ def test_simulation_of_one_user_by_hand(cat):
     assert len(done) == 3
     prefill = step_seconds(shape, hw, EFF, prefill_step(100))
     first = done[0]
-    assert first.ttft_s == pytest.approx(prefill)
+    # the client sees a step's token one step later (vLLM streams while the next step runs)
+    assert first.ttft_s == pytest.approx(2 * prefill)
     decodes = [step_seconds(shape, hw, EFF, decode_step(1, 100 + k)) for k in range(1, 5)]
-    assert first.e2e_s == pytest.approx(prefill + sum(decodes))
+    assert first.e2e_s == pytest.approx(prefill + sum(decodes) + decodes[-1])
     assert done[1].arrival_s == pytest.approx(first.finished_s)  # closed loop
 
 
@@ -94,7 +95,7 @@ def test_calibration_recovers_known_efficiencies(cat):
     truth = Efficiency(0.6, 0.3, 40.0, lag_ms=30.0)
     fitted, report = calibrate.fit(synthetic_bench(shape, hw, truth), shape, hw, "synthetic")
     assert report["worst_error_pct"] < 2
-    assert fitted.memory == pytest.approx(0.6, rel=0.1)
+    assert fitted.memory == pytest.approx(0.6, rel=0.15)  # trades off with the overhead
     assert fitted.compute == pytest.approx(0.3, rel=0.1)
     # the step overhead and the request lag can trade off against each other on so few
     # points; the predictions they give are what must agree

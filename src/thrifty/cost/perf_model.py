@@ -20,6 +20,10 @@ from thrifty.cost.fit import max_batched_tokens
 from thrifty.cost.model_shape import ModelShape
 
 MAX_NUM_SEQS = 256  # vLLM's default cap on sequences in one batch (OpenAI server, most GPUs)
+# vLLM v1 hands a step's tokens to the API server process, which detokenizes and streams them
+# while the engine runs the next step: a client sees a token about one step after it was
+# computed (fitted on the H100 measurements: TTFT ~3 steps there, not 1.5; docs/cost.md).
+OUTPUT_DELAY_STEPS = 1.0
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,8 @@ def steady_state(shape: ModelShape, hw: Hardware, eff: Efficiency, concurrency: 
     step = step_seconds(shape, hw, eff, mixed, tp)
     # A new prompt waits half a step on average, then its chunks share steps with decodes.
     budget = max(1, hw.max_batched_tokens - b)
-    ttft = eff.lag_ms / 1000 + step * (0.5 + math.ceil(input_tokens / budget))
+    ttft = eff.lag_ms / 1000 + step * (0.5 + math.ceil(input_tokens / budget)
+                                       + OUTPUT_DELAY_STEPS)
     e2e = ttft + (output_tokens - 1) * step
     rate = b / e2e
     return SteadyState(b, step, ttft, step, e2e, rate, rate * output_tokens)

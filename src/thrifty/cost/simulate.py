@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from thrifty.core.stats import percentile
 from thrifty.cost.model_shape import ModelShape
-from thrifty.cost.perf_model import Efficiency, Hardware, Step, step_seconds
+from thrifty.cost.perf_model import OUTPUT_DELAY_STEPS, Efficiency, Hardware, Step, step_seconds
 
 # Requests sent at the same instant reach the engine a little apart (the API server parses and
 # tokenizes each), and an idle engine starts a step for the first one at once. So the first
@@ -141,18 +141,20 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
         step, finishing_prefill, kv_free = _schedule(waiting, running, hw, kv_free, cache)
         if step.prefill_tokens == 0:
             now, step = _skip_quiet_steps(shape, hw, eff, work.tp, step, running, now, future)
-        now += step_seconds(shape, hw, eff, step, work.tp)
+        step_s = step_seconds(shape, hw, eff, step, work.tp)
+        now += step_s
+        seen = now + OUTPUT_DELAY_STEPS * step_s  # when the client gets this step's tokens
         released = []
         for request in list(running):
             if request in finishing_prefill:
-                request.first_token_s = now
+                request.first_token_s = seen
                 request.generated = 1
                 if cache is not None:
                     cache.remember(request)
             elif request.prefilled >= request.input_tokens:
                 request.generated += 1
             if request.generated >= request.output_tokens:
-                request.finished_s = now
+                request.finished_s = seen
                 running.remove(request)
                 kv_free += request.input_tokens + request.output_tokens
                 done.append(request)
@@ -163,7 +165,7 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
         # idle one starts on the first to arrive.
         spread = ARRIVAL_SPREAD_S if not running and not waiting else 0.0
         for k, index in enumerate(released):
-            pending[index].arrival_s = now + k * spread
+            pending[index].arrival_s = seen + k * spread
             heapq.heappush(future, (pending[index].arrival_s + lag, index, pending[index]))
     return done
 
