@@ -143,7 +143,8 @@ def test_fit_counts_the_real_models_parameters():
 def test_probe_calibrate_and_check_on_a_real_bench_run(tmp_path, served):
     probe = thrifty_json("doctor", "--probe")["probe"]
     assert probe["device"] == "cpu" and probe["bandwidth_gb_per_s"] > 0.5
-    assert probe["bf16_tflop_per_s"] > 0.001
+    # a CPU without native bf16 (AVX2 only) multiplies bf16 dozens of times slower than fp32
+    assert probe["fp32_tflop_per_s"] > 0.005 and probe["bf16_tflop_per_s"] > 0
 
     env = {**os.environ, "THRIFTY_RUNS": str(tmp_path / "runs")}
     done = subprocess.run([sys.executable, "-m", "thrifty", "bench", "--url", served,

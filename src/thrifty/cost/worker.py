@@ -41,11 +41,12 @@ def probe(params: dict, events: Events) -> dict:
     copy_s = best_seconds(lambda: buffers[1].copy_(buffers[0]))
     buffers.clear()
     events.progress("probe", 1, 3, "steps")
-    rates = {}
+    rates, sizes = {}, {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        rates[name] = 2 * n**3 / best_seconds(lambda a=a, b=b: a @ b) / 1e12
+        sizes[name] = _matmul_size(torch, dtype, device, n)
+        a = torch.randn(sizes[name], sizes[name], device=device).to(dtype)
+        b = torch.randn(sizes[name], sizes[name], device=device).to(dtype)
+        rates[name] = 2 * sizes[name]**3 / best_seconds(lambda a=a, b=b: a @ b) / 1e12
         events.progress("probe", 2 if name == "bf16" else 3, 3, "steps")
     return {"device": device,
             "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
@@ -53,7 +54,27 @@ def probe(params: dict, events: Events) -> dict:
             "bandwidth_gb_per_s": round(2 * size_mib * 2**20 / copy_s / 1e9, 2),
             "bf16_tflop_per_s": round(rates["bf16"], 4),
             "fp32_tflop_per_s": round(rates["fp32"], 4),
-            "copy_mib": size_mib, "matmul_n": n, "repeats": repeats}
+            "copy_mib": size_mib, "matmul_n": sizes, "repeats": repeats}
+
+
+def _matmul_size(torch, dtype, device: str, largest: int, target_s: float = 0.1) -> int:
+    """The smallest power-of-two matrix size (from 256, at most `largest`) whose product takes
+    `target_s`: a CPU without native bf16 (AVX2 only) multiplies bf16 hundreds of times slower
+    than fp32, and a fixed 2048 x 2048 product there took minutes per repetition."""
+    size = 256
+    while size < largest:
+        a = torch.randn(size, size, device=device).to(dtype)
+        a @ a  # warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ a
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if time.perf_counter() - started >= target_s:
+            break
+        size *= 2
+    return size
 
 
 TASKS = {"probe": probe}
