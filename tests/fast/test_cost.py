@@ -56,10 +56,11 @@ def test_simulation_of_one_user_by_hand(cat):
     assert len(done) == 3
     prefill = step_seconds(shape, hw, EFF, prefill_step(100))
     first = done[0]
-    # the client sees a step's token one step later (vLLM streams while the next step runs)
-    assert first.ttft_s == pytest.approx(2 * prefill)
     decodes = [step_seconds(shape, hw, EFF, decode_step(1, 100 + k)) for k in range(1, 5)]
-    assert first.e2e_s == pytest.approx(prefill + sum(decodes) + decodes[-1])
+    # the client gets a step's token when the next step ends (vLLM streams while it runs);
+    # the last one at once, since the engine then has nothing else to run
+    assert first.ttft_s == pytest.approx(prefill + decodes[0])
+    assert first.e2e_s == pytest.approx(prefill + sum(decodes), rel=1e-5)  # steps taken at once
     assert done[1].arrival_s == pytest.approx(first.finished_s)  # closed loop
 
 
@@ -99,7 +100,7 @@ def test_calibration_recovers_known_efficiencies(cat):
     assert fitted.compute == pytest.approx(0.3, rel=0.1)
     # the step overhead and the request lag can trade off against each other on so few
     # points; the predictions they give are what must agree
-    assert 20 < fitted.overhead_ms < 80 and fitted.lag_ms < 100
+    assert 0 < fitted.overhead_ms < 80 and fitted.lag_ms < 100
 
 
 @pytest.mark.parametrize("probe_scale", [0.02, 20.0])

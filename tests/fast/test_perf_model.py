@@ -78,7 +78,7 @@ def test_prefix_cache_serves_repeated_prompts_and_thrashes_when_too_small(cat):
     off = ttft_ms(None)
     roomy = ttft_ms(200_000)  # 100 prompts x 600 tokens fit
     tight = ttft_ms(50_000)  # they do not: a cycle through LRU never hits
-    assert roomy < 0.5 * off
+    assert roomy < 0.7 * off  # the prompt is skipped; the wait for a step and its delivery stay
     assert tight == pytest.approx(off)
 
 

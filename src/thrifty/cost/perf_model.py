@@ -21,8 +21,8 @@ from thrifty.cost.model_shape import ModelShape
 
 MAX_NUM_SEQS = 256  # vLLM's default cap on sequences in one batch (OpenAI server, most GPUs)
 # vLLM v1 hands a step's tokens to the API server process, which detokenizes and streams them
-# while the engine runs the next step: a client sees a token about one step after it was
-# computed (fitted on the H100 measurements: TTFT ~3 steps there, not 1.5; docs/cost.md).
+# while the engine runs the next step: a client sees a token when the step after the one that
+# computed it ends (the H100 measurements' TTFT is ~3 steps, not 1.5; docs/cost.md).
 OUTPUT_DELAY_STEPS = 1.0
 
 
@@ -37,7 +37,7 @@ class Link:
 # NVLink: vLLM's custom all-reduce, a few microseconds per small message (fitted with the
 # efficiencies on the H100 measurements, see docs/cost.md). PCIe: vLLM turns its custom
 # all-reduce off beyond two PCIe GPUs and NCCL's ring pays a hop per GPU; assumed 4x NVLink's.
-NVLINK_ALLREDUCE_US = 14.9  # benchmarks/results/gpu_efficiency_fit.json
+NVLINK_ALLREDUCE_US = 14.39  # benchmarks/results/gpu_efficiency_fit.json
 PCIE_ALLREDUCE_US = 4 * NVLINK_ALLREDUCE_US
 
 

@@ -129,6 +129,7 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
             pending[n].arrival_s = n * ARRIVAL_SPREAD_S
         queue_next = users  # the next request a freed user sends
     now, waiting, running, done = 0.0, [], [], []
+    unseen: list[tuple[SimRequest, str]] = []  # tokens the client gets when the next step ends
     kv_free = work.kv_tokens if work.kv_tokens is not None else float("inf")
     for _ in range(max_steps):
         while future and future[0][0] <= now + 1e-12:
@@ -139,22 +140,24 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
             now = future[0][0]
             continue
         step, finishing_prefill, kv_free = _schedule(waiting, running, hw, kv_free, cache)
-        if step.prefill_tokens == 0:
+        if step.prefill_tokens == 0 and not unseen:
             now, step = _skip_quiet_steps(shape, hw, eff, work.tp, step, running, now, future)
         step_s = step_seconds(shape, hw, eff, step, work.tp)
         now += step_s
-        seen = now + OUTPUT_DELAY_STEPS * step_s  # when the client gets this step's tokens
+        _show(unseen, now)
         released = []
         for request in list(running):
             if request in finishing_prefill:
-                request.first_token_s = seen
+                request.first_token_s = now  # until the next step ends (see _show)
+                unseen.append((request, "first_token_s"))
                 request.generated = 1
                 if cache is not None:
                     cache.remember(request)
             elif request.prefilled >= request.input_tokens:
                 request.generated += 1
             if request.generated >= request.output_tokens:
-                request.finished_s = seen
+                request.finished_s = now
+                unseen.append((request, "finished_s"))
                 running.remove(request)
                 kv_free += request.input_tokens + request.output_tokens
                 done.append(request)
@@ -162,12 +165,26 @@ def simulate(shape: ModelShape, hw: Hardware, eff: Efficiency, work: Workload,
                     released.append(queue_next)
                     queue_next += 1
         # A busy engine takes every request that arrived during the step at the next one; an
-        # idle one starts on the first to arrive.
-        spread = ARRIVAL_SPREAD_S if not running and not waiting else 0.0
+        # idle one starts on the first to arrive. A user sees its finish (and sends again)
+        # once the next step ends, about a step from now, if the engine has other work.
+        busy = bool(running or waiting)
+        if not busy:
+            unseen.clear()  # nothing else to run: this step's tokens go out at once
+        seen = now + OUTPUT_DELAY_STEPS * step_s if busy else now
+        spread = 0.0 if busy else ARRIVAL_SPREAD_S
         for k, index in enumerate(released):
             pending[index].arrival_s = seen + k * spread
             heapq.heappush(future, (pending[index].arrival_s + lag, index, pending[index]))
     return done
+
+
+def _show(unseen: list[tuple[SimRequest, str]], now: float) -> None:
+    """vLLM v1 streams a step's tokens from its API server process while the engine runs the
+    next step: the client gets them when that step ends (an engine that goes idle instead sends
+    them at once, so they keep the time they were computed)."""
+    for request, moment in unseen:
+        setattr(request, moment, now)
+    unseen.clear()
 
 
 def _skip_quiet_steps(shape: ModelShape, hw: Hardware, eff: Efficiency, tp: int, step: Step,
