@@ -37,7 +37,7 @@ class Link:
 # NVLink: vLLM's custom all-reduce, a few microseconds per small message (fitted with the
 # efficiencies on the H100 measurements, see docs/cost.md). PCIe: vLLM turns its custom
 # all-reduce off beyond two PCIe GPUs and NCCL's ring pays a hop per GPU; assumed 4x NVLink's.
-NVLINK_ALLREDUCE_US = 14.39  # benchmarks/results/gpu_efficiency_fit.json
+NVLINK_ALLREDUCE_US = 12.27  # benchmarks/results/gpu_efficiency_fit.json
 PCIE_ALLREDUCE_US = 4 * NVLINK_ALLREDUCE_US
 
 
