@@ -7,11 +7,12 @@ other concurrencies, and an open loop of Poisson arrivals), then the calibration
 The model's efficiencies are fitted to the first run only (`thrifty cost calibrate`); each other
 run is then predicted from its lengths and load alone and compared with what was measured.
 
-    .venv/bin/python benchmarks/cost_model_accuracy.py [--seed-offset N] [--out NAME]
+    .venv/bin/python benchmarks/cost_model_accuracy.py [--reps 3] [--seed-offset N] [--out NAME]
     .venv/bin/python benchmarks/cost_model_accuracy.py --reuse RESULTS_JSON  # analyse again
 
 Needs `thrifty doctor --probe` to have run (the CPU's measured bandwidth and matmul rate).
-Writes benchmarks/results/cost_model_accuracy.{json,md}.
+Writes benchmarks/results/cost_model_accuracy.{json,md} and keeps every bench run it analysed
+in benchmarks/results/cost_model_accuracy_runs/.
 """
 
 import argparse
@@ -29,6 +30,7 @@ from thrifty.benchmark.target import ServeProcess
 from thrifty.core import hardware
 from thrifty.cost import calibrate, model_shape, perf_model
 from thrifty.formats import probe
+from thrifty.formats.bench_result import load_bench
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "smollm2-135m"
@@ -140,24 +142,56 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def keep_raw(measured: dict, out: str, rep: int) -> dict:
+    """Copy each run's bench result into benchmarks/results/<out>_runs/ (committed with the
+    figures, so they can be analysed again from the repository: --reuse)."""
+    folder = RESULTS / f"{out}_runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = {}
+    for name, run in measured["runs"].items():
+        _, bench_data = load_bench(run)
+        path = folder / f"rep{rep}-{name.replace(' ', '_')}.json"
+        path.write_text(json.dumps(bench_data) + "\n")
+        kept[name] = str(path.relative_to(RESULTS.parent.parent))
+    return {**measured, "runs": kept, "measured_in": measured["runs"]}
+
+
+def summary_markdown(reps: list[dict]) -> str:
+    means = [r["mean_abs_error_pct"] for r in reps]
+    drift = [r["calibration_repeat_mean_abs_error_pct"] for r in reps]
+    return (f"\n## Over {len(reps)} repetitions (new prompts, a new server and a new fit each)"
+            f"\n\nMean absolute error per repetition: {', '.join(f'{m}%' for m in means)} "
+            f"(range {min(means)}-{max(means)}%); the machine's own drift (calibration "
+            f"workload again): {', '.join(f'{d}%' for d in drift)}.\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reuse", help="analyse the runs listed in this results JSON again")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="added to every run's seed: a new set of prompts")
+    parser.add_argument("--reps", type=int, default=3,
+                        help="repetitions, each with new prompts (seed offset + 100 x rep)")
     parser.add_argument("--out", default="cost_model_accuracy",
                         help="file name (without suffix) under benchmarks/results")
     args = parser.parse_args()
     if args.reuse:  # the runs and the probe they were analysed with
         previous = json.loads(Path(args.reuse).read_text())
-        measured, probed = previous["measured"], previous["probe"]
+        plan = [(r["measured"], r["probe"]) for r in previous.get("repetitions", [previous])]
     else:
-        measured, probed = measure(args.seed_offset), probe.load_probe()
-    result = {"measured": measured, **analyse(measured, probed)}
+        plan = [(None, None)] * args.reps
+    results = []
+    for rep, (measured, probed) in enumerate(plan):
+        if measured is None:
+            measured = keep_raw(measure(args.seed_offset + 100 * rep), args.out, rep)
+            probed = probe.load_probe()
+        results.append({"measured": measured, **analyse(measured, probed)})
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(markdown(result))
-    print(markdown(result))
+    text = "\n".join(markdown(r) for r in results) + summary_markdown(results)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(
+        {"repetitions": results, "fingerprint": common.fingerprint()}, indent=2) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
