@@ -2,6 +2,7 @@ import pytest
 from click.testing import CliRunner
 
 from thrifty.cli import cli
+from thrifty.cost import catalog
 
 
 @pytest.fixture
@@ -22,3 +23,9 @@ def run_cli():
         return CliRunner().invoke(cli, [str(a) for a in args], prog_name="thrifty")
 
     return invoke
+
+
+@pytest.fixture
+def cat(isolated_home):
+    """The shipped GPU catalog, read with an empty THRIFTY_HOME (no user overrides)."""
+    return catalog.load()

@@ -20,11 +20,6 @@ from thrifty.cost.simulate import Workload, simulate, summarize
 EFF = Efficiency(memory=0.8, compute=0.5, overhead_ms=2.0)
 
 
-@pytest.fixture
-def cat(isolated_home):
-    return catalog.load()
-
-
 def test_decode_is_memory_bound_and_prefill_compute_bound(cat):
     shape = model_shape.load("llama-3.1-8b")
     hw = Hardware.from_gpu(cat.find("h100-sxm"))

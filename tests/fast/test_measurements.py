@@ -8,17 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.cost import catalog, measurements
 from thrifty.cost import measurement_check as check
+from thrifty.cost import measurements
 from thrifty.cost.perf_model import efficiency_for
 
 DATA = Path(__file__).parents[2] / "benchmarks" / "data" / "h100-measurements"
 CSV = DATA / "h100-measurements.csv"
-
-
-@pytest.fixture
-def cat(isolated_home):
-    return catalog.load()
 
 
 def _subset(tmp_path: Path, keep, edit=None, drop_column: str | None = None) -> Path:

@@ -5,16 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from thrifty.cost import catalog, model_shape
+from thrifty.cost import model_shape
 from thrifty.cost.perf_model import Efficiency, Hardware, decode_step, step_seconds
 from thrifty.cost.simulate import Prompt, Workload, simulate, summarize
 
 EFF = Efficiency(memory=0.8, compute=0.5, overhead_ms=2.0)
-
-
-@pytest.fixture
-def cat(isolated_home):
-    return catalog.load()
 
 
 def test_tensor_parallel_pays_for_its_all_reduces_more_over_pcie(cat):
