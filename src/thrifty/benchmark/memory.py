@@ -45,7 +45,8 @@ def process_tree_memory(pid: int) -> dict | None:
     `rss_bytes` sums each process's resident set, so pages the processes share (libraries,
     fork copy-on-write, shared memory) count once per process. `memory_bytes` sums PSS
     (shared pages split among their sharers), or USS (private pages only) where the OS gives
-    no PSS; `measure` names which ("pss" or "uss"), both None when the OS denies either."""
+    no PSS; `measure` names which ("pss" or "uss"), both None when the OS denies either.
+    `pids` are the tree's process ids (the GPUs NVML lists them on are the server's)."""
     import psutil
 
     try:
@@ -68,21 +69,11 @@ def process_tree_memory(pid: int) -> dict | None:
     measure = next((name for name in ("pss", "uss")
                     if figures and all(hasattr(f, name) for f in figures)), None)
     used = sum(getattr(f, measure) for f in figures) if measure else None
-    return {"rss_bytes": rss, "memory_bytes": used, "measure": measure}
+    return {"rss_bytes": rss, "memory_bytes": used, "measure": measure,
+            "pids": {process.pid for process in tree}}
 
 
 _nvml_ready: bool | None = None  # None until the first try; False when there is no driver
-
-
-def process_tree_pids(pid: int) -> set[int] | None:
-    """The ids of a process and all its descendants; None when the process is gone."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        return {pid, *(child.pid for child in root.children(recursive=True))}
-    except psutil.Error:
-        return None
 
 
 def gpu_memory() -> list[dict] | None:

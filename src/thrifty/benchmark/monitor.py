@@ -113,18 +113,17 @@ class Monitor:
                 if self.preemptions_first is None:
                     self.preemptions_first = state["preemptions_count"]
                 self.preemptions_last = state["preemptions_count"]
-        if self.server_pid:
-            self._sample_memory(memory.process_tree_memory(self.server_pid))
+        figures = memory.process_tree_memory(self.server_pid) if self.server_pid else None
+        self._sample_memory(figures)
         readings = memory.gpu_memory()
         if readings:
-            self._sample_gpus(readings)
+            self._sample_gpus(readings, figures["pids"] if figures else None)
 
-    def _sample_gpus(self, readings: list[dict]) -> None:
+    def _sample_gpus(self, readings: list[dict], pids: set[int] | None) -> None:
         for gpu in readings:
             best = self.gpu_peak.get(gpu["index"])
             if best is None or gpu["used_gib"] > best["used_gib"]:
                 self.gpu_peak[gpu["index"]] = gpu
-        pids = memory.process_tree_pids(self.server_pid) if self.server_pid else None
         server, self.gpu_scope = memory.server_gpus(readings, self.gpu_placement, pids)
         if server is not None:
             self.gpu_server = (self.gpu_server or set()) | set(server)
