@@ -56,6 +56,12 @@ def test_documents_are_packed_into_full_sequences_separated_by_eos():
     assert pack_sequences(WordTokenizer(), ["a b"], seq_len=4, limit=10) == []
 
 
+def test_each_packed_sequence_starts_with_the_models_prefix():
+    texts = ["a bb ccc", "dddd eeeee", "ffffff"]
+    sequences = pack_sequences(WordTokenizer(), texts, seq_len=4, limit=10, prefix=[7])
+    assert sequences == [[7, 1, 2, 3], [7, 0, 4, 5], [7, 0, 6, 0]]
+
+
 def test_sequences_needed_cover_every_process_and_micro_batch():
     assert plan.sequences_needed(SETTINGS) == 10 * 2 * 3 * 2
 

@@ -79,15 +79,14 @@ ids = torch.randint(0, 97, (200,)).tolist()
 with torch.no_grad():
     x = torch.tensor(ids)[None]
     reference = math.exp(model(x, labels=x).loss.item())
-    chunks, n = 0.0, 0
-    for b in range(0, 200, 64):
-        c = torch.tensor(ids[b:b + 64])[None]
-        chunks += model(c, labels=c).loss.item() * (c.shape[1] - 1); n += c.shape[1] - 1
-one = perplexity(model, ids, window=256, stride=256)
-chunked = perplexity(model, ids, window=64, stride=64)
-sliding = perplexity(model, ids, window=64, stride=16)
-print(json.dumps({"reference": reference, "one": one, "chunk_reference": math.exp(chunks / n),
-                  "chunked": chunked, "sliding": sliding}))
+    # each token t scored from the (up to) 64 tokens before it
+    nll = -sum(torch.log_softmax(model(torch.tensor(ids[max(0, t - 64):t])[None]).logits[0, -1],
+                                 -1)[ids[t]].item() for t in range(1, 200))
+one = perplexity(model, [], ids, window=256)
+chunked = perplexity(model, [], ids, window=64)
+sliding = perplexity(model, [], ids, window=64, stride=1)
+print(json.dumps({"reference": reference, "one": one, "chunked": chunked, "sliding": sliding,
+                  "sliding_nll": nll}))
 """
 
 
@@ -98,10 +97,11 @@ def test_perplexity_windows_against_a_direct_computation():
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert r["one"]["perplexity"] == pytest.approx(r["reference"], rel=1e-4)
     assert r["one"]["scored_tokens"] == 199
-    # Non-overlapping windows: each window's first token has no context and is not scored.
-    assert r["chunked"]["perplexity"] == pytest.approx(r["chunk_reference"], rel=1e-4)
-    # Sliding windows score every token after the first exactly once.
-    assert r["sliding"]["scored_tokens"] == 199
+    # Windows of 64 with one token of context each, and sliding ones: every token after the
+    # first is scored exactly once; with stride 1 each sees the 64 tokens before it.
+    assert r["chunked"]["scored_tokens"] == r["sliding"]["scored_tokens"] == 199
+    assert r["chunked"]["windows_count"] == 4 and r["sliding"]["windows_count"] == 136
+    assert r["sliding"]["nll_sum"] == pytest.approx(r["sliding_nll"], rel=1e-4)
 
 
 def _pythonpath() -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thrifty.assets import corpora, models, prepare
+from thrifty.core import token_prefix
 from thrifty.core.errors import BadInput
 
 BASE = "base"  # the adapter-mix name of the base model
@@ -111,9 +112,18 @@ def cut_prompt(tokenizer, stream: list[int], start: int, length: int) -> tuple[s
     return text, count
 
 
+def prefix_length(tokenizer) -> int:
+    """Tokens the server puts before each prompt's text (its BOS where the tokenizer adds one):
+    a prompt of --input-tokens N holds N minus these, so that the server sees N."""
+    return len(token_prefix.prefix_ids(tokenizer.encode(token_prefix.PROBE_TEXT).ids,
+                                       tokenizer.encode(token_prefix.PROBE_TEXT,
+                                                        add_special_tokens=False).ids))
+
+
 def synthetic_prompts(tokenizer, count: int, input_len: LengthSpec, output_len: LengthSpec,
                       seed: int) -> list[Prompt]:
     stream = corpus_token_ids(tokenizer)
+    prefix = prefix_length(tokenizer)
     rng = random.Random(seed)
     prompts = []
     for _ in range(count):
@@ -122,8 +132,8 @@ def synthetic_prompts(tokenizer, count: int, input_len: LengthSpec, output_len: 
             raise BadInput(f"An input length of {length} tokens is longer than the whole "
                            f"corpus ({len(stream)} tokens); choose a shorter --input-tokens.")
         start = rng.randrange(0, len(stream) - length - 16)
-        text, real = cut_prompt(tokenizer, stream, start, length)
-        prompts.append(Prompt(text, real, output_len.draw(rng)))
+        text, real = cut_prompt(tokenizer, stream, start, max(1, length - prefix))
+        prompts.append(Prompt(text, real + prefix, output_len.draw(rng)))
     return prompts
 
 

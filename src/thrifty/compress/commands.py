@@ -1,84 +1,81 @@
-"""`thrifty eval`: what compression cost in quality (perplexity) and what it saved (size)."""
+"""`thrifty eval`: what compression cost in quality (perplexity, KL divergence and top-1
+agreement against the base) and what it saved (size)."""
 
 import click
 
 from thrifty.assets import prepare
+from thrifty.compress import eval_report, task_accuracy
 from thrifty.core import tasks
 from thrifty.core.execute import run_in_engine
-from thrifty.core.numbers import mib
-from thrifty.core.output import emit_json, json_option, table
+from thrifty.core.output import emit_json, json_option
 from thrifty.core.runs import RunRecord
 
 
 @click.command("eval")
-@click.argument("model_refs", metavar="MODEL [MODEL]...", nargs=-1, required=True)
+@click.argument("model_refs", metavar="BASE [CANDIDATE]...", nargs=-1, required=True)
 @click.option("--corpus", default="enwiki", show_default=True,
               help="`enwiki` (its evaluation split) or a .txt / .jsonl file.")
 @click.option("--max-tokens", default=8192, show_default=True, type=click.IntRange(min=16),
               help="Evaluate on the first N tokens of the corpus.")
 @click.option("--window", default=1024, show_default=True, type=click.IntRange(min=8),
-              help="Tokens per forward pass (sliding window).")
+              help="Tokens per forward pass, the model's prefix (BOS) included.")
 @click.option("--stride", type=click.IntRange(min=1),
-              help="Tokens the window moves each step [default: --window, i.e. non-overlapping "
-                   "windows as in the GPTQ and AWQ papers]. A smaller stride slides the window and "
-                   "gives each scored token window - stride tokens of extra context (lower "
-                   "perplexity, slower).")
+              help="New tokens scored per window after the first [default: as many as fit, each "
+                   "window with one token of context, as lm-evaluation-harness's rolling "
+                   "log-likelihood]. A smaller stride slides the window: every scored token "
+                   "gets window - stride tokens of context (lower perplexity, slower).")
+@click.option("--label", "labels", multiple=True,
+              help="A short name per model, in order (repeat it); default: the folder's name.")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle (.bin) weights.")
+@task_accuracy.task_option
 @json_option
 def eval_command(model_refs: tuple[str, ...], corpus: str, max_tokens: int, window: int,
-                 stride: int | None, allow_pickle: bool, as_json: bool) -> None:
-    """Perplexity and weights size of each MODEL on the same evaluation tokens.
+                 stride: int | None, labels: tuple[str, ...], allow_pickle: bool,
+                 task_specs: tuple, as_json: bool) -> None:
+    """Perplexity and size of each model, and how far each CANDIDATE is from BASE.
 
-    The first MODEL is the reference: the table shows the others' change against it.
+    Every model scores the same evaluation tokens. Each window starts with the model's prefix
+    token (its tokenizer's BOS where it adds one, as in every request a server sees; nothing
+    where it adds none, e.g. SmolLM2). Against BASE, each candidate gets the mean KL divergence
+    of its next-token distribution from BASE's (with p90/p99), the share of tokens whose most
+    likely next token is the same, and the change in log-perplexity, each with a 95% interval.
+    With --task, each model also answers a task through lm-evaluation-harness (accuracy with
+    its standard error, and each candidate's recovery against BASE).
     Runs in the compress engine; deterministic (the same inputs give the same numbers).
     """
-    stride = stride or window
-    if stride > window:
+    if stride and stride > window:
         raise click.BadParameter("must not exceed --window", param_hint="--stride")
     refs = [prepare.ensure_model(m, allow_pickle=allow_pickle) for m in model_refs]
+    names = eval_report.short_labels(refs, labels)
     corpus_path = prepare.ensure_corpus(corpus, "evaluation")
-    config = {"models": [r.__dict__ for r in refs], "corpus": corpus,
+    config = {"models": [r.__dict__ for r in refs], "labels": names, "corpus": corpus,
               "corpus_path": str(corpus_path), "max_tokens": max_tokens, "window": window,
-              "stride": stride}
+              "stride": stride, "tasks": [spec.label for spec in task_specs]}
+    models = [{"name": name, "path": r.path} for name, r in zip(names, refs, strict=True)]
     with RunRecord("eval", config, engines_used=("compress",)) as run:
         result = run_in_engine(
             tasks.EVALUATE,
-            {"models": [{"name": r.name, "path": r.path} for r in refs],
-             "corpus_path": str(corpus_path), "max_tokens": max_tokens, "window": window,
-             "stride": stride},
-            run.path, title="evaluating perplexity")
-        rows = _with_deltas(result["rows"])
-        first = rows[0]
-        run.record({"perplexity": first["perplexity"], "eval_tokens": first["eval_tokens"],
-                    "weights_bytes": first["weights_bytes"] or 0, "eval_s": first["eval_s"]},
-                   details={"rows": rows})
+            {"models": models, "corpus_path": str(corpus_path), "max_tokens": max_tokens,
+             "window": window, "stride": stride, "work_dir": str(run.path)},
+            run.path, title="evaluating")
+        rows = [{**row, "label": row["model"]} for row in eval_report.with_deltas(result["rows"])]
+        task_rows = (task_accuracy.run_task_accuracy(task_specs, models, run.path)
+                     if task_specs else [])
+        run.record(_measured(rows), details={"rows": rows, "task_rows": task_rows})
     if as_json:
-        emit_json({"run": str(run.path), "rows": rows})
+        emit_json({"run": str(run.path), "rows": rows, "task_rows": task_rows})
         return
-    table(f"Perplexity on {corpus} ({first['eval_tokens']} tokens, window {window}, "
-          f"stride {stride})",
-          ["model", "perplexity", "Δ ppl", "weights", "Δ size", "bytes/param", "eval time"],
-          [[r["model"], f"{r['perplexity']:.3f}", _signed_pct(r["perplexity_delta_pct"]),
-            mib(r["weights_bytes"]), _signed_pct(r["weights_delta_pct"]),
-            f"{r['bytes_per_param']:.3f}" if r["bytes_per_param"] else "", f"{r['eval_s']} s"]
-           for r in rows])
-    if len({r["tokens_sha256"] for r in rows}) > 1:
-        click.echo("Note: the models tokenize the corpus differently, so their perplexities "
-                   "are over different tokens and not directly comparable.")
+    eval_report.print_tables(rows, corpus, window, stride)
+    if task_rows:
+        task_accuracy.print_task_table(task_rows)
     click.echo(f"Run record: {run.path}")
 
 
-def _with_deltas(rows: list[dict]) -> list[dict]:
-    base = rows[0]
-    out = []
-    for row in rows:
-        size_delta = (100 * (row["weights_bytes"] / base["weights_bytes"] - 1)
-                      if row["weights_bytes"] and base["weights_bytes"] else None)
-        out.append({**row,
-                    "perplexity_delta_pct": 100 * (row["perplexity"] / base["perplexity"] - 1),
-                    "weights_delta_pct": size_delta})
-    return out
-
-
-def _signed_pct(value: float | None) -> str:
-    return "" if value is None else f"{value:+.1f}%"
+def _measured(rows: list[dict]) -> dict:
+    first = rows[0]
+    measured = {"perplexity": first["perplexity"], "eval_tokens": first["eval_tokens"],
+                "weights_bytes": first["weights_bytes"] or 0, "eval_s": first["eval_s"]}
+    if len(rows) > 1 and rows[1].get("vs_base"):
+        measured |= {"kld_mean_nats": rows[1]["vs_base"]["kld_mean"],
+                     "top1_agreement_pct": rows[1]["vs_base"]["top1_agreement_pct"]}
+    return measured

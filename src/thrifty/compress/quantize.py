@@ -96,14 +96,17 @@ def _check_resources(estimate: dict, out_parent: str) -> None:
 
 
 def calibration_samples(tokenizer, texts: list[str], num_samples: int, seq_len: int,
-                        seed: int = 0) -> list[list[int]]:
+                        seed: int = 0, prefix: list[int] | tuple = ()) -> list[list[int]]:
     """Token chunks of at most seq_len, spread over documents: documents are shuffled with a
-    fixed seed, then the first chunk of each is taken, then the second, and so on."""
+    fixed seed, then the first chunk of each is taken, then the second, and so on. Each sample
+    starts with the model's prefix (its BOS where the tokenizer adds one), as every request the
+    quantized model will serve does (core/token_prefix.py)."""
+    room = seq_len - len(prefix)
     per_doc = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        chunks = [ids[i:i + seq_len] for i in range(0, len(ids), seq_len)]
-        per_doc.append([c for c in chunks if len(c) >= min(seq_len, 16)])
+        chunks = [list(prefix) + ids[i:i + room] for i in range(0, len(ids), room)]
+        per_doc.append([c for c in chunks if len(c) - len(prefix) >= min(room, 16)])
     random.Random(seed).shuffle(per_doc)
     samples: list[list[int]] = []
     depth = 0
@@ -140,7 +143,8 @@ def quantize(params: dict, events: Events) -> dict:
         events.status("tokenizing calibration data")
         records = corpora.read_records(Path(params["calib_path"]))
         texts = corpora.record_texts(records, hf.chat_renderer(tokenizer))
-        samples = calibration_samples(tokenizer, texts, params["num_samples"], params["seq_len"])
+        samples = calibration_samples(tokenizer, texts, params["num_samples"], params["seq_len"],
+                                      params.get("seed", 0), hf.prefix_ids(tokenizer))
 
     events.status("loading weights")
     model = hf.load_causal_lm(params["model_path"], dtype="auto")
@@ -174,6 +178,7 @@ def quantize(params: dict, events: Events) -> dict:
         "calibration": {
             "corpus": params["calib"], "samples_count": len(samples),
             "seq_len_tokens": params["seq_len"], "tokens": sum(map(len, samples)),
+            "seed": params.get("seed", 0), "prefix_ids": hf.prefix_ids(tokenizer),
             "sha256": samples_sha256(samples) if samples else None,
         },
         "versions": {"llmcompressor": llmc.version(), **hf.library_versions()},

@@ -22,16 +22,19 @@ IMPORTANCE_SEQUENCES = 8  # sequences used to rank the teacher's layers
 STUDENT_INFO = "thrifty-student.json"  # how a derived student was made
 
 
-def pack_sequences(tokenizer, texts: list[str], seq_len: int, limit: int) -> list[list[int]]:
-    """Documents joined by end-of-sequence tokens and cut into full sequences of seq_len."""
+def pack_sequences(tokenizer, texts: list[str], seq_len: int, limit: int,
+                   prefix: list[int] | tuple = ()) -> list[list[int]]:
+    """Documents joined by end-of-sequence tokens and cut into full sequences of seq_len, each
+    starting with the model's prefix (its BOS where the tokenizer adds one; core/token_prefix)."""
     ids: list[int] = []
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    room = seq_len - len(prefix)
     sequences: list[list[int]] = []
     for text in texts:
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + separator)
-        while len(ids) >= seq_len and len(sequences) < limit:
-            sequences.append(ids[:seq_len])
-            ids = ids[seq_len:]
+        while len(ids) >= room and len(sequences) < limit:
+            sequences.append(list(prefix) + ids[:room])
+            ids = ids[room:]
         if len(sequences) >= limit:
             break
     return sequences
@@ -76,7 +79,8 @@ def prepare(params: dict, events: Events) -> dict:
         events.status("tokenizing the training text")
         records = corpora.read_records(Path(params["data_path"]))
         texts = [t for t in corpora.record_texts(records, hf.chat_renderer(tokenizer)) if t.strip()]
-        sequences = pack_sequences(tokenizer, texts, params["seq_len"], params["sequences"])
+        sequences = pack_sequences(tokenizer, texts, params["seq_len"], params["sequences"],
+                                   hf.prefix_ids(tokenizer))
         if not sequences:
             total = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
             raise BadInput(

@@ -6,9 +6,18 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from thrifty.core import token_prefix
+
 
 def load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
+
+
+def prefix_ids(tokenizer) -> list[int]:
+    """The ids the tokenizer puts before a request's text (its BOS where it adds one)."""
+    return token_prefix.prefix_ids(
+        tokenizer(token_prefix.PROBE_TEXT, add_special_tokens=True)["input_ids"],
+        tokenizer(token_prefix.PROBE_TEXT, add_special_tokens=False)["input_ids"])
 
 
 def load_causal_lm(path: str, dtype: str = "float32"):
@@ -81,21 +90,20 @@ def library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def tokenizer_mismatch(teacher_path: str, student_path: str) -> str | None:
-    """Why the two models cannot share token ids (None when they can): distillation compares
-    their distributions token by token, so the vocabularies must be the same, id for id."""
-    teacher_vocab_size = AutoConfig.from_pretrained(teacher_path).vocab_size
-    student_vocab_size = AutoConfig.from_pretrained(student_path).vocab_size
-    if teacher_vocab_size != student_vocab_size:
-        return (f"the teacher's vocabulary has {teacher_vocab_size} entries and the student's "
-                f"{student_vocab_size}")
-    teacher_vocab = AutoTokenizer.from_pretrained(teacher_path).get_vocab()
-    student_vocab = AutoTokenizer.from_pretrained(student_path).get_vocab()
-    differing = sum(1 for token, index in teacher_vocab.items()
-                    if student_vocab.get(token) != index)
-    differing += sum(1 for token in student_vocab if token not in teacher_vocab)
+def tokenizer_mismatch(first_path: str, second_path: str) -> str | None:
+    """Why two models cannot share token ids (None when they can): distillation and the KL
+    divergence of `eval` compare distributions token by token, so the vocabularies must be the
+    same, id for id."""
+    first_size = AutoConfig.from_pretrained(first_path).vocab_size
+    second_size = AutoConfig.from_pretrained(second_path).vocab_size
+    if first_size != second_size:
+        return f"the vocabularies differ ({first_size} and {second_size} entries)"
+    first = AutoTokenizer.from_pretrained(first_path).get_vocab()
+    second = AutoTokenizer.from_pretrained(second_path).get_vocab()
+    differing = sum(1 for token, index in first.items() if second.get(token) != index)
+    differing += sum(1 for token in second if token not in first)
     if differing:
-        return (f"their tokenizers differ ({len(teacher_vocab)} and {len(student_vocab)} tokens, "
+        return (f"their tokenizers differ ({len(first)} and {len(second)} tokens, "
                 f"{differing} of them mapped differently)")
     return None
 

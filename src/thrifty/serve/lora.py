@@ -14,13 +14,17 @@ from thrifty.core.jobs import Events
 from thrifty.libs.lora import add_lora, merged, with_adapter
 
 
-def _token_windows(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
+def _token_windows(tokenizer, texts: list[str], seq_len: int, prefix: list[int]
+                   ) -> list[list[int]]:
+    """Training windows of seq_len, each starting with the model's prefix (its BOS where the
+    tokenizer adds one), as the requests the adapter will serve do."""
     ids: list[int] = []
     for text in texts:
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         if tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
-    return [ids[i:i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+    room = seq_len - len(prefix)
+    return [prefix + ids[i:i + room] for i in range(0, len(ids) - room + 1, room)]
 
 
 def train_adapters(params: dict, events: Events) -> dict:
@@ -39,7 +43,8 @@ def train_adapters(params: dict, events: Events) -> dict:
         model = hf.load_causal_lm(params["base_path"])
         model = add_lora(model, params["rank"], params["alpha"], params["target_modules"])
         # peft leaves lora_B at zero; training makes it non-zero.
-        windows = _token_windows(tokenizer, piece["texts"], params["seq_len"])
+        windows = _token_windows(tokenizer, piece["texts"], params["seq_len"],
+                                 hf.prefix_ids(tokenizer))
         generator = torch.Generator().manual_seed(params["seed"] + number)
         order = torch.randperm(len(windows), generator=generator).tolist()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
