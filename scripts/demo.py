@@ -23,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from thrifty.compress import eval_report
 from thrifty.formats.openai_api import ServerClient
 
 MODEL = "smollm2-135m"
@@ -74,6 +75,7 @@ def main() -> None:
                                     "--num-samples", "32", "--seq-len", "256",
                                     "--out", str(QUANTIZED), "--force")
     evaluated, eval_s = thrifty("eval", MODEL, str(QUANTIZED), "--max-tokens", str(EVAL_TOKENS))
+    eval_report.print_tables(evaluated["rows"], "enwiki", 1024, None)
 
     demo_adapters, adapters_s = thrifty("adapters", "demo")
     served, serve_s = serve(demo_adapters)
@@ -115,6 +117,12 @@ def main() -> None:
                     f"vLLM check: {quantized['verify_sample']!r}")
     summary.add_row("perplexity, quantized",
                     f"{qrow['perplexity']:.2f} ({qrow['perplexity_delta_pct']:+.1f}% vs base)")
+    vs = qrow["vs_base"]
+    summary.add_row("quantized against base (same tokens)",
+                    f"KL divergence {vs['kld_mean']:.3f} nats (95% interval "
+                    f"{vs['kld_mean_ci95'][0]:.3f}–{vs['kld_mean_ci95'][1]:.3f}), same top-1 token "
+                    f"{vs['top1_agreement_pct']:.1f}%, Δ log-perplexity {vs['delta_log_ppl']:+.3f}"
+                    + (" (within noise)" if vs["delta_log_ppl_within_noise"] else ""))
     summary.add_row("weights on disk",
                     f"{row['weights_bytes'] / 2**20:.0f} MiB -> {qrow['weights_bytes'] / 2**20:.0f}"
                     f" MiB ({row['weights_bytes'] / qrow['weights_bytes']:.2f}x smaller; "

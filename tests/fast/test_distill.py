@@ -130,18 +130,21 @@ def test_gap_closed_is_measured_on_log_perplexity():
 
 
 def test_report_lists_the_three_models_and_the_figures():
-    rows = [{"model": name, "perplexity": ppl, "parameters_params": params}
-            for name, ppl, params in [("teacher", 20.0, 134e6), ("student before", 2000.0, 80e6),
-                                      ("student after", 200.0, 80e6)]]
+    rows = [{"model": name, "perplexity": ppl, "parameters_params": params,
+             "vs_base": kld and {"kld_mean": kld, "top1_agreement_pct": top1}}
+            for name, ppl, params, kld, top1 in [
+                ("teacher", 20.0, 134e6, None, None), ("student before", 2000.0, 80e6, 4.2, 9.5),
+                ("student after", 200.0, 80e6, 0.8, 55.0)]]
     result = {"measured": {"train_tokens_per_s": 312.5, "signal_bytes_per_token": 80.5,
                            "eval_tokens": 4096},
               "details": {"settings": SETTINGS, "eval": rows,
                           "train": {"history": [{"step": 1, "loss": 5.0, "ce": 6.0, "kd": 4.0}]}}}
     title, _, table_rows = summary(result)
     assert "312 tokens/s" in title and "80 bytes/token" in title
-    assert [r[3] for r in table_rows] == ["100.0%", "0.0%", "50.0%"]
+    assert [r[5] for r in table_rows] == ["100.0%", "0.0%", "50.0%"]
+    assert [r[2] for r in table_rows] == ["", "4.200", "0.800"]
     report = markdown_report(result)
-    assert "| student after | 200.000 | 80.0M | 50.0% |" in report
+    assert "| student after | 200.000 | 0.800 | 55.0% | 80.0M | 50.0% |" in report
     assert "0.5 × fkl (T = 1.0) + 0.5 × cross-entropy" in report
 
 

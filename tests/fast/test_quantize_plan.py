@@ -49,6 +49,16 @@ def test_calibration_samples_are_deterministic_and_spread_over_documents():
     assert len({s[0] for s in first[:5]}) == 5  # one chunk from every document first
 
 
+def test_calibration_samples_start_with_the_prefix_and_the_seed_changes_the_draw():
+    texts = [chr(65 + d) * 100 for d in range(5)]
+    samples = calibration_samples(CharTokenizer(), texts, num_samples=3, seq_len=40, prefix=[1])
+    assert all(s[0] == 1 and len(s) == 40 and s[1] != 1 for s in samples)
+    draws = {tuple(s[0] for s in calibration_samples(CharTokenizer(), texts, num_samples=3,
+                                                     seq_len=40, seed=seed))
+             for seed in range(4)}
+    assert len(draws) > 1  # other seeds, other documents first
+
+
 def test_calibration_needs_some_text():
     with pytest.raises(BadInput, match="no usable text"):
         calibration_samples(CharTokenizer(), ["short"], num_samples=4, seq_len=64)

@@ -119,6 +119,10 @@ def test_offline_distillation_end_to_end(tmp_path):
     assert 80 <= measured["signal_bytes_per_token"] < 90
     assert measured["student_after_perplexity"] < measured["student_before_perplexity"]
     assert measured["teacher_perplexity"] < measured["student_after_perplexity"]
+    # training moved the student's next-token distribution towards the teacher's
+    assert 0 < measured["student_after_kld_nats"] < measured["student_before_kld_nats"]
+    assert (measured["student_before_top1_agreement_pct"]
+            < measured["student_after_top1_agreement_pct"] < 100)
     config = json.loads((out / "student" / "config.json").read_text())
     assert config["num_hidden_layers"] == 6
     kept = result["details"]["prepare"]["kept_layers"]

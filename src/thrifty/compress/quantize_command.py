@@ -49,6 +49,10 @@ def group_size_type(value: str) -> str | int:
               help="Calibration samples (512 is usual for 7B+ models on a GPU).")
 @click.option("--seq-len", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tokens per calibration sample (2048 is usual on a GPU).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which calibration samples are drawn: documents are shuffled with this seed "
+              "(another seed, another draw of the same size, to see how much a result owes to "
+              "the draw).")
 @click.option("--actorder/--no-actorder", default=True, show_default=True,
               help="GPTQ: quantize columns in order of activation magnitude (static).")
 @click.option("--dampening", "dampening_frac", type=click.FloatRange(0, 1, min_open=True),
@@ -61,7 +65,8 @@ def group_size_type(value: str) -> str | int:
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle (.bin) weights in MODEL.")
 @json_option
 def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
-             group_size: str | int, calib: str, num_samples: int, seq_len: int, actorder: bool,
+             group_size: str | int, calib: str, num_samples: int, seq_len: int, seed: int,
+             actorder: bool,
              dampening_frac: float, block_size: int, force: bool, no_verify: bool,
              allow_pickle: bool, as_json: bool) -> None:
     """Quantize MODEL's weights with llm-compressor and save a compressed-tensors checkpoint.
@@ -90,7 +95,7 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
     params = {"model_path": ref.path, "method": method, "scheme": scheme, "bits": bits,
               "symmetric": symmetric, "group_size": group_size, "calib": calib,
               "calib_path": str(calib_path) if calib_path else None,
-              "num_samples": num_samples, "seq_len": seq_len, "actorder": actorder,
+              "num_samples": num_samples, "seq_len": seq_len, "seed": seed, "actorder": actorder,
               "dampening_frac": dampening_frac, "block_size": block_size}
     engines_used = ("compress",) if no_verify else ("compress", "vllm")
     with RunRecord("quantize", {**params, "model": model, "out": str(out_dir)},

@@ -238,6 +238,10 @@ def run_stages(settings: dict, inputs: dict, options: dict, out: Path, run: RunR
                          "student_before_perplexity": rows[1]["perplexity"],
                          "student_after_perplexity": rows[2]["perplexity"],
                          "eval_tokens": rows[0]["eval_tokens"]})
+        for name, row in (("student_before", rows[1]), ("student_after", rows[2])):
+            if row.get("vs_base"):  # None when the student's tokenizer differs
+                measured[f"{name}_kld_nats"] = row["vs_base"]["kld_mean"]
+                measured[f"{name}_top1_agreement_pct"] = row["vs_base"]["top1_agreement_pct"]
     return {"measured": measured, "details": details}
 
 
@@ -272,6 +276,7 @@ def evaluate(teacher, student_init: Path, final: Path, eval_tokens: int, run: Ru
         "models": [{"name": f"teacher ({teacher.name})", "path": teacher.path},
                    {"name": "student before", "path": str(student_init)},
                    {"name": "student after", "path": str(final)}],
-        "corpus_path": str(corpus_path), "max_tokens": eval_tokens,
-        "window": 1024, "stride": 1024}, run.path, title="evaluating perplexity")
+        "corpus_path": str(corpus_path), "max_tokens": eval_tokens, "window": 1024,
+        "stride": None, "work_dir": str(run.path)},
+        run.path, title="evaluating against the teacher")
     return result["rows"]

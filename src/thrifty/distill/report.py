@@ -19,7 +19,10 @@ def summary(result: dict) -> tuple[str, list[str], list[list[object]]]:
     table_rows = []
     for row in rows:
         closed = gap_closed_pct(rows[1]["perplexity"], row["perplexity"], rows[0]["perplexity"])
+        vs = row.get("vs_base") or {}
         table_rows.append([row["model"], fixed(row["perplexity"], "{:,.3f}"),
+                           fixed(vs.get("kld_mean"), "{:.3f}"),
+                           fixed(vs.get("top1_agreement_pct"), "{:.1f}%"),
                            fixed(row["parameters_params"] / 1e6, "{:.1f}M"),
                            fixed(closed, "{:.1f}%")])
     measured = result["measured"]
@@ -27,7 +30,8 @@ def summary(result: dict) -> tuple[str, list[str], list[list[object]]]:
              f"tokens; training {fixed(measured.get('train_tokens_per_s'), '{:,.0f}')} tokens/s"
              + (f", teacher signal {measured['signal_bytes_per_token']:.0f} bytes/token"
                 if measured.get("signal_bytes_per_token") else ""))
-    return title, ["model", "perplexity", "parameters", "loss gap closed"], table_rows
+    return title, ["model", "perplexity", "KLD vs teacher", "top-1 same", "parameters",
+                   "loss gap closed"], table_rows
 
 
 def markdown_report(result: dict) -> str:
@@ -51,9 +55,12 @@ def markdown_report(result: dict) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(columns) + " |",
                   "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-        lines += ["", "Loss gap closed: the share of the gap in cross-entropy (log perplexity) "
-                  "between the student before training and the teacher that training closed.",
-                  ""]
+        lines += ["", "KLD vs teacher: the mean KL divergence of the student's next-token "
+                  "distribution from the teacher's, in nats (0 is the teacher itself); top-1 "
+                  "same: the share of tokens whose most likely next token is the teacher's "
+                  "(`thrifty eval`, docs/evaluation.md). Loss gap closed: the share of the gap in "
+                  "cross-entropy (log perplexity) between the student before training and the "
+                  "teacher that training closed.", ""]
     lines += ["## Measured", ""]
     lines += [f"- {name}: {value}" for name, value in measured.items()]
     history = (result["details"].get("train") or {}).get("history") or []
