@@ -1,14 +1,20 @@
-"""Quantization benchmark on SmolLM2-135M: quality and size per method, and thrifty's overhead.
+"""Quantization quality on SmolLM2-135M, with error bars: which method when.
 
-1. Quantize the default model with RTN, GPTQ and AWQ at 4 and 3 bits (group 64), plus GPTQ
-   without act-order and GPTQ with dampening 0.1 at 4 bits, all through `thrifty quantize`
-   with the same calibration set; evaluate every checkpoint and the base model on the same
-   enwiki evaluation tokens with `thrifty eval`.
-2. Time `thrifty quantize` against a bare llm-compressor script with the same settings, run
-   alternately in one sitting, and report the ratio.
+1. `thrifty quantize` RTN, GPTQ and AWQ at 4 and 3 bits, group 64, each symmetric (W4A16) and
+   asymmetric (W4A16_ASYM), so that every method is compared with RTN of the same scheme; GPTQ
+   and AWQ once per calibration seed (`--seed`: another draw of the same number of samples).
+2. `thrifty eval` of the base and every checkpoint on the same enwiki evaluation tokens: KL
+   divergence from the base (mean, p90, p99), top-1 agreement and Δ log-perplexity, each with
+   its 95% interval; per method, the mean and the spread (min–max) over the seeds, and the share
+   of same-scheme RTN's KL divergence the method keeps away.
+3. Optionally (`--mmlu N`), MMLU on N questions through `thrifty eval --task` for the base and
+   the best 4-bit recipe; (`--overhead-rounds N`) `thrifty quantize` timed against a bare
+   llm-compressor script (bare_llmcompressor_gptq.py) with the same GPTQ settings.
 
-Writes results/quantize.json and results/quantize.md. Run from the repository root:
-    .venv/bin/python benchmarks/quantize_quality.py [--quick]
+Checkpoints are kept in --work and reused when their settings match, so an interrupted run
+resumes. Writes results/quantize_quality.json and .md (with the run fingerprint). Run from the
+repository root:
+    .venv/bin/python benchmarks/quantize_quality.py [--quick] [--seeds 3] [--mmlu 100]
 """
 
 import argparse
@@ -25,16 +31,94 @@ from common import thrifty
 
 HERE = Path(__file__).resolve().parent
 MODEL = "smollm2-135m"
-ROWS = [  # name, extra quantize args
-    ("RTN 4-bit g64", ["--method", "rtn"]),
-    ("GPTQ 4-bit g64", ["--method", "gptq"]),
-    ("AWQ 4-bit g64", ["--method", "awq", "--scheme", "W4A16_ASYM"]),
-    ("RTN 3-bit g64", ["--method", "rtn", "--bits", "3"]),
-    ("GPTQ 3-bit g64", ["--method", "gptq", "--bits", "3"]),
-    ("AWQ 3-bit g64", ["--method", "awq", "--scheme", "W4A16_ASYM", "--bits", "3"]),
-    ("GPTQ 4-bit g64, no act-order", ["--method", "gptq", "--no-actorder"]),
-    ("GPTQ 4-bit g64, dampening 0.1", ["--method", "gptq", "--dampening", "0.1"]),
-]
+SCHEMES = {"sym": "W4A16", "asym": "W4A16_ASYM"}
+METHODS = ("rtn", "gptq", "awq")
+
+
+def configs(seeds: int, bits_list: tuple[int, ...]) -> list[dict]:
+    """One checkpoint per method, bits, scheme and (for calibrated methods) seed."""
+    out = []
+    for bits in bits_list:
+        for sym, scheme in SCHEMES.items():
+            for method in METHODS:
+                for seed in range(1 if method == "rtn" else seeds):
+                    label = f"{method}-w{bits}-{sym}" + ("" if method == "rtn" else f"-s{seed}")
+                    out.append({"label": label, "method": method, "bits": bits, "sym": sym,
+                                "scheme": scheme, "seed": seed})
+    return out
+
+
+def quantize_all(work: Path, todo: list[dict], samples: int, seq_len: int) -> dict[str, dict]:
+    manifests = {}
+    for number, config in enumerate(todo, start=1):
+        out = work / config["label"]
+        args = ["--method", config["method"], "--scheme", config["scheme"], "--bits",
+                str(config["bits"]), "--group-size", "64", "--num-samples", str(samples),
+                "--seq-len", str(seq_len), "--seed", str(config["seed"])]
+        kept = out / "thrifty-quantize.json"
+        if kept.is_file() and json.loads(kept.read_text()).get("bench_args") == args:
+            print(f"[{number}/{len(todo)}] reusing {config['label']}", flush=True)
+            manifests[config["label"]] = json.loads(kept.read_text())
+            continue
+        print(f"[{number}/{len(todo)}] quantizing {config['label']}", flush=True)
+        manifest = thrifty("quantize", MODEL, "--out", str(out), "--force", "--no-verify", *args)
+        manifest["bench_args"] = args  # what this script asked for, to reuse it on a rerun
+        kept.write_text(json.dumps(manifest, indent=2) + "\n")
+        manifests[config["label"]] = manifest
+    return manifests
+
+
+def evaluate_all(work: Path, todo: list[dict], eval_tokens: int) -> dict:
+    labels = ["base", *[c["label"] for c in todo]]
+    print(f"evaluating {len(labels)} models", flush=True)
+    args = [MODEL, *[str(work / c["label"]) for c in todo], "--max-tokens", str(eval_tokens)]
+    for label in labels:
+        args += ["--label", label]
+    return thrifty("eval", *args)
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+            "values": values}
+
+
+def summarize(todo: list[dict], rows: list[dict]) -> list[dict]:
+    """Per method, bits and scheme: the mean and spread over seeds of every measure, and the
+    share of same-scheme RTN's mean KL divergence the method keeps away."""
+    by_label = {row["label"]: row for row in rows}
+    groups: dict[tuple, list[dict]] = {}
+    for config in todo:
+        groups.setdefault((config["bits"], config["sym"], config["method"]), []).append(
+            {**config, "row": by_label[config["label"]]})
+    out = []
+    for (bits, sym, method), members in groups.items():
+        vs = [m["row"]["vs_base"] for m in members]
+        summary = {"bits": bits, "sym": sym, "method": method, "seeds": len(members),
+                   "labels": [m["label"] for m in members],
+                   "perplexity": spread([m["row"]["perplexity"] for m in members])}
+        for key in ("kld_mean", "kld_p90", "kld_p99", "top1_agreement_pct", "delta_log_ppl"):
+            summary[key] = spread([v[key] for v in vs])
+        summary["kld_mean_ci95_per_seed"] = [v["kld_mean_ci95"] for v in vs]
+        out.append(summary)
+    for summary in out:
+        rtn = next(s for s in out if s["method"] == "rtn" and s["bits"] == summary["bits"]
+                   and s["sym"] == summary["sym"])
+        summary["rtn_kld_kept_away_pct"] = 100 * (1 - summary["kld_mean"]["mean"]
+                                                  / rtn["kld_mean"]["mean"])
+    return out
+
+
+def best_four_bit(summaries: list[dict]) -> dict:
+    return min((s for s in summaries if s["bits"] == 4 and s["method"] != "rtn"),
+               key=lambda s: s["kld_mean"]["mean"])
+
+
+def mmlu(work: Path, best: dict, questions: int) -> dict:
+    label = best["labels"][0]
+    print(f"MMLU on {questions} questions: base and {label}", flush=True)
+    result = thrifty("eval", MODEL, str(work / label), "--label", "base", "--label", label,
+                     "--max-tokens", "256", "--task", f"mmlu:{questions}")
+    return {"questions": questions, "rows": result["task_rows"], "run": result["run"]}
 
 
 def timed(command: list[str]) -> float:
@@ -43,45 +127,22 @@ def timed(command: list[str]) -> float:
     return time.monotonic() - started
 
 
-def quality(work: Path, samples: int, seq_len: int, eval_tokens: int) -> dict:
-    checkpoints, manifests = [], {}
-    for name, extra in ROWS:
-        out = work / name.replace(" ", "_").replace(",", "")
-        print(f"quantizing: {name}", flush=True)
-        manifests[name] = thrifty("quantize", MODEL, "--out", str(out), "--force", "--no-verify",
-                                  "--group-size", "64", "--num-samples", str(samples),
-                                  "--seq-len", str(seq_len), *extra)
-        checkpoints.append(str(out))
-    print("evaluating", flush=True)
-    evaluated = thrifty("eval", MODEL, *checkpoints, "--max-tokens", str(eval_tokens))
-    rows = []
-    for label, row in zip(["base (fp32)", *[n for n, _ in ROWS]], evaluated["rows"], strict=True):
-        m = manifests.get(label, {})
-        rows.append({"name": label, "perplexity": row["perplexity"],
-                     "perplexity_delta_pct": row["perplexity_delta_pct"],
-                     "weights_bytes": row["weights_bytes"],
-                     "bytes_per_param": row["bytes_per_param"],
-                     "quantize_s": m.get("quantize_s"), "calibrate_s": m.get("calibrate_s"),
-                     "tokens_sha256": row["tokens_sha256"]})
-    return {"rows": rows, "eval_run": evaluated["run"], "eval_tokens": eval_tokens,
-            "calibration": {"samples": samples, "seq_len": seq_len}}
-
-
-def overhead(work: Path, repeats: int, samples: int, seq_len: int) -> dict:
+def overhead(work: Path, rounds: int, samples: int, seq_len: int) -> dict:
+    """`thrifty quantize` against a bare llm-compressor script with the same GPTQ settings,
+    run alternately, wall time of the whole process (model load to saved output)."""
     from thrifty.assets import corpora, models
     from thrifty.core import engines
 
-    python = engines.python_for("compress")
     calib = str(corpora.enwiki_dir() / "calibration.jsonl")
-    model_dir = str(models.prepared_dir(MODEL))
-    bare = [python, str(HERE / "bare_llmcompressor_gptq.py"), model_dir, calib,
-            str(work / "bare"), str(samples), str(seq_len), "64"]
+    bare = [engines.python_for("compress"), str(HERE / "bare_llmcompressor_gptq.py"),
+            str(models.prepared_dir(MODEL)), calib, str(work / "bare"), str(samples),
+            str(seq_len), "64"]
     ours = [sys.executable, "-m", "thrifty", "quantize", MODEL, "--out", str(work / "ours"),
             "--force", "--no-verify", "--group-size", "64", "--num-samples", str(samples),
             "--seq-len", str(seq_len)]
-    times = {"bare_s": [], "thrifty_s": []}
-    for i in range(repeats):
-        print(f"overhead round {i + 1}/{repeats}", flush=True)
+    times: dict[str, list[float]] = {"bare_s": [], "thrifty_s": []}
+    for number in range(rounds):
+        print(f"overhead round {number + 1}/{rounds}", flush=True)
         shutil.rmtree(work / "bare", ignore_errors=True)
         times["bare_s"].append(round(timed(bare), 2))
         times["thrifty_s"].append(round(timed(ours), 2))
@@ -92,60 +153,117 @@ def overhead(work: Path, repeats: int, samples: int, seq_len: int) -> dict:
                          "seq_len": seq_len}}
 
 
+def _range(s: dict, spec: str) -> str:
+    if len(s["values"]) == 1:
+        return spec.format(s["mean"])
+    return f"{spec.format(s['mean'])} ({spec.format(s['min'])}–{spec.format(s['max'])})"
+
+
+def _interval(value: float, ci: list[float], spec: str) -> str:
+    return f"{spec.format(value)} [{spec.format(ci[0])}, {spec.format(ci[1])}]"
+
+
 def markdown(result: dict) -> str:
-    q, o = result["quality"], result["overhead"]
+    s = result["settings"]
+    base = result["eval_rows"][0]
     lines = [
-        "# Quantization benchmark: SmolLM2-135M", "",
-        f"Calibration: {q['calibration']['samples']} samples x {q['calibration']['seq_len']} "
-        f"tokens from the enwiki calibration split. Evaluation: the first {q['eval_tokens']} "
-        "tokens of the enwiki evaluation split (the same tokens for every row), "
-        "non-overlapping 1024-token windows. Machine: " + result["machine"] + ".", "",
-        "RTN and GPTQ rows are symmetric (W4A16, `--bits 3` for 3-bit); AWQ rows use zero "
-        "points (W4A16_ASYM), as AWQ is usually run. The calibration set is small to keep the "
-        "whole benchmark within an hour on 2 CPU cores; GPTQ in particular is known to need "
-        "more data than this, so read its rows as a lower bound.", "",
-        "| model | perplexity | Δ vs base | weights | bytes/param | quantize time |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in q["rows"]:
-        qs = f"{r['quantize_s']:.0f} s" if r["quantize_s"] else ""
-        lines.append(f"| {r['name']} | {r['perplexity']:.2f} "
-                     f"| {r['perplexity_delta_pct']:+.1f}% | {r['weights_bytes'] / 2**20:.1f} MiB "
-                     f"| {r['bytes_per_param']:.3f} | {qs} |")
-    lines += [
-        "", "## thrifty's overhead against a bare llm-compressor script", "",
-        f"GPTQ 4-bit g64, {o['settings']['samples']} samples x {o['settings']['seq_len']} "
-        f"tokens, alternating runs (wall time of the whole process, model load to saved output):",
-        "", "| round | bare llm-compressor | thrifty quantize | ratio |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for i, (b, t, r) in enumerate(zip(o["bare_s"], o["thrifty_s"], o["ratios"], strict=True), 1):
-        lines.append(f"| {i} | {b:.1f} s | {t:.1f} s | {r:.3f} |")
-    lines += ["", f"Median ratio thrifty / bare: **{o['median_ratio']:.3f}**", ""]
-    return "\n".join(lines)
+        "# Quantization quality: SmolLM2-135M", "",
+        f"Calibration: {s['samples']} samples × {s['seq_len']} tokens from the enwiki "
+        f"calibration split, drawn with seeds 0–{s['seeds'] - 1} (`thrifty quantize --seed`). "
+        f"Evaluation: `thrifty eval` on the first {base['eval_tokens']:,} tokens of the enwiki "
+        f"evaluation split ({base['scored_tokens']:,} scored, windows of 1024, prefix "
+        f"{base['prefix_ids'] or 'none'}), the same tokens for every model; base perplexity "
+        f"{base['perplexity']:.2f}. Group size 64 (128 does not divide SmolLM2's widths). "
+        f"Measured on {result['machine']}.", "",
+        "KLD: mean KL divergence from the base's next-token distribution (nats); top-1: tokens "
+        "whose most likely next token is the base's; RTN kept away: the share of same-scheme "
+        "RTN's KLD the method avoids. Calibrated methods: mean over seeds (min–max).", "",
+        "| bits | scheme | method | seeds | KLD | RTN kept away | top-1 % | Δ log-ppl | "
+        "perplexity |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for g in result["summaries"]:
+        lines.append(
+            f"| {g['bits']} | {SCHEMES[g['sym']]} | {g['method'].upper()} | {g['seeds']} "
+            f"| {_range(g['kld_mean'], '{:.3f}')} | {g['rtn_kld_kept_away_pct']:.0f}% "
+            f"| {_range(g['top1_agreement_pct'], '{:.1f}')} "
+            f"| {_range(g['delta_log_ppl'], '{:+.3f}')} | {_range(g['perplexity'], '{:.2f}')} |")
+    best = result["best_four_bit"]
+    lines += ["", f"Best 4-bit recipe: {best['method'].upper()} {SCHEMES[best['sym']]}, keeping "
+              f"{best['rtn_kld_kept_away_pct']:.0f}% of same-scheme RTN's KLD away.", "",
+              "## Every checkpoint, with 95% intervals (block bootstrap)", "",
+              "| checkpoint | KLD mean | p90 | p99 | top-1 % | Δ log-ppl | perplexity |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in result["eval_rows"][1:]:
+        vs = row["vs_base"]
+        lines.append(
+            f"| {row['label']} | {_interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.3f}')} "
+            f"| {vs['kld_p90']:.3f} | {vs['kld_p99']:.3f} "
+            f"| {_interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'], '{:.1f}')} "
+            f"| {_interval(vs['delta_log_ppl'], vs['delta_log_ppl_ci95'], '{:+.3f}')} "
+            f"| {row['perplexity']:.2f} |")
+    if result.get("mmlu"):
+        lines += ["", f"## MMLU, {result['mmlu']['questions']} questions (0-shot, lm-eval "
+                  "0.4.13)", "", "| model | accuracy | ± stderr | recovery |",
+                  "| --- | ---: | ---: | ---: |"]
+        for row in result["mmlu"]["rows"]:
+            recovery = row.get("recovery_pct")
+            lines.append(f"| {row['model']} | {100 * row['accuracy']:.1f}% "
+                         f"| {100 * row['accuracy_stderr']:.1f} "
+                         f"| {'' if recovery is None else f'{recovery:.0f}%'} |")
+        lines += ["", "Chance is 25%: an accuracy within 2 standard errors of it says nothing "
+                  "about what quantization kept."]
+    if result.get("overhead"):
+        o = result["overhead"]
+        lines += ["", "## thrifty's overhead against a bare llm-compressor script", "",
+                  f"GPTQ 4-bit g64, {o['settings']['samples']} samples × "
+                  f"{o['settings']['seq_len']} tokens, alternating runs, whole-process wall time:",
+                  "", "| round | bare llm-compressor | thrifty quantize | ratio |",
+                  "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {i} | {b:.1f} s | {t:.1f} s | {r:.3f} |" for i, (b, t, r) in
+                  enumerate(zip(o["bare_s"], o["thrifty_s"], o["ratios"], strict=True), 1)]
+        lines += ["", f"Median ratio thrifty / bare: **{o['median_ratio']:.3f}**"]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, to try the script")
-    parser.add_argument("--work", default="/tmp/thrifty-quantize-bench")
+    parser.add_argument("--seeds", type=int, default=3, help="calibration seeds per method")
+    parser.add_argument("--samples", type=int, default=16, help="calibration samples")
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample")
+    parser.add_argument("--eval-tokens", type=int, default=8192)
+    parser.add_argument("--mmlu", type=int, default=0, help="MMLU questions (0: none)")
+    parser.add_argument("--overhead-rounds", type=int, default=0,
+                        help="rounds of thrifty quantize against bare llm-compressor (0: none)")
+    parser.add_argument("--work", default=str(Path.home() / ".cache/thrifty/work/quant-quality"))
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite results/quantize.md from results/quantize.json")
+                        help="rewrite the .md from the committed .json")
     args = parser.parse_args()
+    name = "quantize_quality-quick" if args.quick else "quantize_quality"
     if args.render_only:
-        result = json.loads((HERE / "results" / "quantize.json").read_text())
-        (HERE / "results" / "quantize.md").write_text(markdown(result))
+        result = json.loads((HERE / "results" / f"{name}.json").read_text())
+        (HERE / "results" / f"{name}.md").write_text(markdown(result))
         return
-    samples, seq_len, eval_tokens, repeats = (4, 64, 1024, 1) if args.quick else (16, 256, 8192, 3)
-    work = Path(args.work)
+    if args.quick:
+        args.seeds, args.samples, args.seq_len, args.eval_tokens = 2, 4, 64, 1024
+    todo = configs(args.seeds, (4,) if args.quick else (4, 3))
+    work = Path(args.work) / ("quick" if args.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     fp = common.fingerprint()
-    result = {
-        "machine": common.machine_text(fp), "fingerprint": fp,
-        "quality": quality(work, samples, seq_len, eval_tokens),
-        "overhead": overhead(work, repeats, 16, 256),
-    }
-    name = "quantize-quick" if args.quick else "quantize"
+    manifests = quantize_all(work, todo, args.samples, args.seq_len)
+    evaluated = evaluate_all(work, todo, args.eval_tokens)
+    summaries = summarize(todo, evaluated["rows"])
+    best = best_four_bit(summaries)
+    result = {"machine": common.machine_text(fp), "fingerprint": fp,
+              "settings": {"samples": args.samples, "seq_len": args.seq_len,
+                           "seeds": args.seeds, "eval_tokens": args.eval_tokens},
+              "summaries": summaries, "best_four_bit": best, "eval_rows": evaluated["rows"],
+              "eval_run": evaluated["run"],
+              "quantize": {label: {k: m.get(k) for k in ("quantize_s", "calibrate_s",
+                                                           "weights_bytes", "calibration")}
+                           for label, m in manifests.items()},
+              "mmlu": mmlu(work, best, args.mmlu) if args.mmlu else None,
+              "overhead": (overhead(work, args.overhead_rounds, args.samples, args.seq_len)
+                           if args.overhead_rounds else None)}
     (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (HERE / "results" / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
