@@ -141,14 +141,15 @@ def recovery_rows(rows: list[dict]) -> list[dict]:
 
 
 def print_task_table(rows: list[dict]) -> None:
-    """A table that fits 80 columns, then what its flags mean."""
+    """A table that fits 80 columns, then what its flags mean. Rows name models by the short
+    labels `thrifty eval` gave them (eval_report.short_labels)."""
     if not rows:
         return
     fewshot = {r.get("num_fewshot", 0) for r in rows}
     shots = f", {fewshot.pop()}-shot" if len(fewshot) == 1 else ""
     table(f"Task accuracy (lm-eval {rows[0].get('lm_eval_version', LM_EVAL_VERSION)}{shots})",
           ["model", "task", "n", "accuracy", "chance", "recovery"],
-          [[model_label(r["model"]), short_label(r["task"], TASK_LABEL_CHARS),
+          [[short_label(r["model"], MODEL_LABEL_CHARS), short_label(r["task"], TASK_LABEL_CHARS),
             f"{r['questions']:,}", _accuracy(r), f"{100 * r['chance_accuracy']:.0f}%",
             _recovery(r)] for r in rows])
     if any(r["near_chance"] for r in rows):
@@ -169,11 +170,6 @@ def short_label(name: str, limit: int) -> str:
         return name
     head = (limit - 1) // 2
     return f"{name[:head]}…{name[-(limit - 1 - head):]}"
-
-
-def model_label(name: str) -> str:
-    """A model's short name: the last part of a path or hub id (`org/name` -> `name`)."""
-    return short_label(Path(name).name or name, MODEL_LABEL_CHARS)
 
 
 def _accuracy(row: dict) -> str:
