@@ -66,6 +66,15 @@ def thrifty(*args: str, as_json: bool = True) -> tuple[dict | list | None, float
     return (json.loads(done.stdout) if as_json else None), elapsed
 
 
+def against_base(vs: dict) -> str:
+    interval = vs["kld_mean_ci95"]
+    return (f"KL divergence {vs['kld_mean']:.3f} nats"
+            + (f" (95% interval {interval[0]:.3f}–{interval[1]:.3f})" if interval else "")
+            + f", same top-1 token {vs['top1_agreement_pct']:.1f}%, Δ log-perplexity "
+            f"{vs['delta_log_ppl']:+.3f}" + (" (within noise)"
+                                            if vs["delta_log_ppl_within_noise"] else ""))
+
+
 def main() -> None:
     engines, setup_s = thrifty("setup")
     model, model_s = thrifty("models", "prepare", MODEL)
@@ -117,12 +126,7 @@ def main() -> None:
                     f"vLLM check: {quantized['verify_sample']!r}")
     summary.add_row("perplexity, quantized",
                     f"{qrow['perplexity']:.2f} ({qrow['perplexity_delta_pct']:+.1f}% vs base)")
-    vs = qrow["vs_base"]
-    summary.add_row("quantized against base (same tokens)",
-                    f"KL divergence {vs['kld_mean']:.3f} nats (95% interval "
-                    f"{vs['kld_mean_ci95'][0]:.3f}–{vs['kld_mean_ci95'][1]:.3f}), same top-1 token "
-                    f"{vs['top1_agreement_pct']:.1f}%, Δ log-perplexity {vs['delta_log_ppl']:+.3f}"
-                    + (" (within noise)" if vs["delta_log_ppl_within_noise"] else ""))
+    summary.add_row("quantized against base (same tokens)", against_base(qrow["vs_base"]))
     summary.add_row("weights on disk",
                     f"{row['weights_bytes'] / 2**20:.0f} MiB -> {qrow['weights_bytes'] / 2**20:.0f}"
                     f" MiB ({row['weights_bytes'] / qrow['weights_bytes']:.2f}x smaller; "

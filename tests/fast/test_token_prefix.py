@@ -3,7 +3,8 @@
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from thrifty.benchmark import workload
-from thrifty.core.token_prefix import PROBE_TEXT, prefix_ids
+from thrifty.compress.quantize import calibration_samples
+from thrifty.core.token_prefix import PROBE_TEXT, prefix_ids, without_prefix
 
 WORDS = sorted(set(PROBE_TEXT.replace(".", " .").split()))
 
@@ -37,3 +38,18 @@ def test_a_tokenizer_that_adds_nothing_or_only_an_eos_has_no_prefix():
 def test_no_prefix_is_assumed_when_special_tokens_change_the_split():
     assert prefix_ids([5, 6, 7], [5, 8]) == []
     assert prefix_ids([9], []) == []
+
+
+def test_a_document_that_already_starts_with_the_prefix_keeps_one_copy():
+    # chat templates such as Llama-3's write the BOS into the rendered text
+    assert without_prefix([1, 5, 6], [1]) == [5, 6]
+    assert without_prefix([5, 6], [1]) == [5, 6]
+    assert without_prefix([1, 5], []) == [1, 5]
+    texts = ["\x01" + "A" * 100]  # one token per character; chr(1) plays the BOS
+    samples = calibration_samples(CharTokenizer(), texts, num_samples=2, seq_len=40, prefix=[1])
+    assert samples[0][:2] == [1, 65]
+
+
+class CharTokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}

@@ -169,3 +169,39 @@ def test_a_candidate_with_another_vocabulary_gets_perplexity_but_no_kld(tmp_path
     assert "No KL divergence for tiny-bos: the vocabularies differ" in done.stdout
     rows = thrifty_json("eval", BASE, folder, "--max-tokens", "256")["rows"]
     assert rows[1]["vs_base"] is None and rows[1]["perplexity"] > 1
+
+
+STATISTICS = """
+import json, numpy as np
+from thrifty.compress import quality
+def scores(nll, kld=None, agree=None):
+    s = quality.TokenScores(nll=[np.asarray(nll, float)])
+    if kld is not None:
+        s.kld, s.top1_agree = [np.asarray(kld, float)], [np.asarray(agree, bool)]
+    return s
+rng = np.random.default_rng(1)
+n = 4096
+base = scores(rng.normal(3.0, 1.0, n))
+shifted = scores(base.nll[0] + 0.1, np.full(n, 0.02), np.ones(n))
+noisy = scores(base.nll[0] + rng.normal(0.0, 0.5, n), rng.exponential(0.05, n), rng.random(n) < 0.9)
+short = scores(base.nll[0][:600] + 0.1, np.full(600, 0.02), np.ones(600))
+print(json.dumps({"shifted": quality.compare(base, shifted), "noisy": quality.compare(base, noisy),
+                  "short": quality.compare(scores(base.nll[0][:600]), short),
+                  "blocks": [quality.block_tokens(k) for k in (8192, 1024, 640, 600)]}))
+"""
+
+
+def test_intervals_cover_what_the_data_allows_and_none_when_too_short():
+    r = engine_python(STATISTICS)
+    assert r["blocks"] == [128, 51, 32, None]
+    shifted = r["shifted"]  # a constant change: a zero-width interval, not noise
+    assert shifted["delta_log_ppl_ci95"] == pytest.approx([0.1, 0.1])
+    assert shifted["delta_log_ppl_within_noise"] is False
+    assert shifted["top1_agreement_pct_ci95"] == [100.0, 100.0]
+    noisy = r["noisy"]  # a change of mean 0: its interval covers 0 and is a few SE wide
+    low, high = noisy["delta_log_ppl_ci95"]
+    assert low < 0 < high and noisy["delta_log_ppl_within_noise"] is True
+    assert 0.5 * 1.96 * 0.5 / 64 < (high - low) / 2 < 3 * 1.96 * 0.5 / 64
+    assert 85 < noisy["top1_agreement_pct"] < 95 and noisy["kld_p90"] < noisy["kld_p99"]
+    short = r["short"]  # 600 tokens: too few blocks to resample, so no interval at all
+    assert short["kld_mean_ci95"] is None and short["delta_log_ppl_within_noise"] is None

@@ -2,6 +2,7 @@
 model's distance from the first, sized for an 80-column terminal (full paths go to a footnote).
 """
 
+import textwrap
 from pathlib import Path
 
 import click
@@ -22,8 +23,7 @@ def short_labels(refs: list, given: tuple[str, ...] = ()) -> list[str]:
             raise BadInput("The --label values must differ from each other.")
         return list(given)
     own = [_own_name(ref) for ref in refs]
-    labels = [f"{Path(ref.path).parent.name}/{name}"
-              if own.count(name) > 1 and ref.kind == "local" else name
+    labels = [_longer_name(ref) if own.count(name) > 1 else name
               for ref, name in zip(refs, own, strict=True)]
     seen: dict[str, int] = {}
     numbered = []
@@ -31,6 +31,13 @@ def short_labels(refs: list, given: tuple[str, ...] = ()) -> list[str]:
         seen[label] = seen.get(label, 0) + 1
         numbered.append(f"{label}#{seen[label]}" if labels.count(label) > 1 else label)
     return numbered
+
+
+def _longer_name(ref) -> str:
+    """The name with what comes before it: the parent folder, or a hub id's organisation."""
+    if ref.kind == "local":
+        return f"{Path(ref.path).parent.name}/{Path(ref.path).name}"
+    return ref.name
 
 
 def _own_name(ref) -> str:
@@ -58,7 +65,8 @@ def print_tables(rows: list[dict], corpus: str, window: int, stride: int | None)
           + (f", stride {stride}" if stride else "") + f", prefix {prefix}",
           ["model", "perplexity (95% CI)", "Δ ppl", "weights", "Δ size", "time"],
           [[r["label"], _with_interval(r["perplexity"], r["perplexity_ci95"], "{:.2f}"),
-            _signed_pct(r["perplexity_delta_pct"]) if index else "",
+            _signed_pct(r["perplexity_delta_pct"])
+            if index and not r.get("vs_base_refused") else "",
             mib(r["weights_bytes"]), _signed_pct(r["weights_delta_pct"]) if index else "",
             f"{r['eval_s']:.0f} s"] for index, r in enumerate(rows)])
     compared = [r for r in rows[1:] if r.get("vs_base")]
@@ -66,13 +74,20 @@ def print_tables(rows: list[dict], corpus: str, window: int, stride: int | None)
         table(f"Against {first['label']}: next-token distributions on the same tokens",
               ["model", "KLD mean", "p90", "p99", "top-1 same", "Δ log-ppl"],
               [_comparison_cells(r) for r in compared])
-        click.echo("± is half the 95% interval (block bootstrap over 128-token blocks; --json "
-                   "has both ends); ≈ marks a Δ log-ppl whose interval covers 0 (within noise).")
+        _note(f"± is half the 95% interval ({compared[0]['vs_base']['interval']}; --json has "
+              "both ends, and the intervals of p90 and p99); ≈ marks a Δ log-ppl whose "
+              "interval covers 0 (within noise).")
     for row in rows[1:]:
         if row.get("vs_base_refused"):
-            click.echo(f"No KL divergence for {row['label']}: {row['vs_base_refused']}; its "
-                       "perplexity is over its own tokens and not directly comparable.")
-    click.echo("Models: " + "; ".join(f"{r['label']} = {r['path']}" for r in rows))
+            _note(f"No KL divergence for {row['label']}: {row['vs_base_refused']}; its "
+                  "perplexity is over its own tokens and not directly comparable.")
+    click.echo("Models:")
+    for row in rows:
+        click.echo(f"  {row['label']} = {row['path']}")
+
+
+def _note(text: str) -> None:
+    click.echo(textwrap.fill(text, width=80, subsequent_indent="  "))
 
 
 def _comparison_cells(row: dict) -> list[str]:
@@ -84,12 +99,16 @@ def _comparison_cells(row: dict) -> list[str]:
             delta + (" ≈" if vs["delta_log_ppl_within_noise"] else "")]
 
 
-def _plus_minus(value: float, interval: list[float], spec: str) -> str:
+def _plus_minus(value: float, interval: list[float] | None, spec: str) -> str:
+    if interval is None:
+        return spec.format(value)
     half = (interval[1] - interval[0]) / 2
     return f"{spec.format(value)} ±{spec.format(half).lstrip('+').rstrip('%')}"
 
 
-def _with_interval(value: float, interval: list[float], spec: str) -> str:
+def _with_interval(value: float, interval: list[float] | None, spec: str) -> str:
+    if interval is None:
+        return spec.format(value)
     return f"{spec.format(value)} ({spec.format(interval[0])}–{spec.format(interval[1])})"
 
 

@@ -2,11 +2,14 @@
 evaluation tokens, and each later model's distance from the first (KL divergence, top-1
 agreement, change in log-perplexity, with intervals; compress/quality.py).
 
-Models are loaded one at a time; the first (the base) keeps its top-k log-probabilities per
-token for the comparisons, so it runs once however many candidates follow.
+Models are loaded one at a time; when candidates follow, the first (the base) keeps its
+log-probabilities on disk for the comparisons (quality.BaseLogProbs), so it runs once however
+many candidates follow. The file goes when the task ends, on an error or SIGTERM too.
 """
 
 import math
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,27 +22,33 @@ from thrifty.core.jobs import Events
 def evaluate(params: dict, events: Events) -> dict:
     import torch
 
+    from thrifty.compress import quality
+
     torch.manual_seed(0)
     records = corpora.read_records(Path(params["corpus_path"]))
+    models = params["models"]
     rows, base = [], None
-    work_dir = Path(params.get("work_dir") or tempfile.mkdtemp(prefix="thrifty-eval-"))
+    kept = (quality.BaseLogProbs(Path(params.get("work_dir") or tempfile.gettempdir()))
+            if len(models) > 1 else None)
+    # `thrifty` stops a job with SIGTERM: exit through `finally`, which removes the file.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        for number, model_ref in enumerate(params["models"], start=1):
-            stage = f"[{number}/{len(params['models'])}] {model_ref['name']}"
-            row, scores, kept = _evaluate_model(model_ref, records, params, events, stage, base,
-                                                work_dir if number == 1 else None)
+        for number, model_ref in enumerate(models, start=1):
+            stage = f"[{number}/{len(models)}] {model_ref['name']}"
+            row, scores = _evaluate_model(model_ref, records, params, events, stage, base,
+                                          kept if base is None else None)
             if base is None:
                 base = {"ref": model_ref, "row": row, "scores": scores, "log_probs": kept}
             rows.append(row)
     finally:
-        if base is not None and base["log_probs"] is not None:
-            base["log_probs"].remove()
+        signal.signal(signal.SIGTERM, previous)
+        if kept is not None:
+            kept.remove()
     return {"rows": rows, "torch_threads": torch.get_num_threads()}
 
 
 def _evaluate_model(model_ref: dict, records: list[dict], params: dict, events: Events,
-                    stage: str, base: dict | None, keep_in: Path | None
-                    ) -> tuple[dict, object, object]:
+                    stage: str, base: dict | None, keep: object | None) -> tuple[dict, object]:
     from thrifty.compress import quality
     from thrifty.compress.perplexity import (
         evaluation_tokens,
@@ -56,18 +65,18 @@ def _evaluate_model(model_ref: dict, records: list[dict], params: dict, events: 
     load_s = time.monotonic() - started
     prefix = hf.prefix_ids(tokenizer)
     ids = evaluation_tokens(tokenizer, corpora.record_texts(records, hf.chat_renderer(tokenizer)),
-                            params["max_tokens"])
+                            params["max_tokens"], prefix)
     sha = tokens_sha256(prefix, ids)
     refused = _not_comparable(base, model_ref, sha) if base else None
     compare_with = base["log_probs"] if base and not refused else None
     windows = plan_windows(len(ids), len(prefix), params["window"], params["stride"])
     scores = quality.TokenScores()
-    kept = (quality.BaseLogProbs(keep_in, sum(w.targets_end - w.targets_start for w in windows))
-            if keep_in is not None else None)
+    if keep is not None:
+        keep.expect(sum(w.targets_end - w.targets_start for w in windows))
     started = time.monotonic()
     for index, (_, log_probs, targets) in enumerate(window_log_probs(model, prefix, ids,
                                                                      windows)):
-        quality.add_window(scores, log_probs, targets, keep=kept, base=compare_with)
+        quality.add_window(scores, log_probs, targets, keep=keep, base=compare_with)
         events.progress(stage, index + 1, len(windows), "windows")
     eval_s = time.monotonic() - started
     nll = scores.array("nll")
@@ -87,7 +96,7 @@ def _evaluate_model(model_ref: dict, records: list[dict], params: dict, events: 
     if base:
         row["vs_base"] = quality.compare(base["scores"], scores) if compare_with else None
         row["vs_base_refused"] = refused
-    return row, scores, kept
+    return row, scores
 
 
 def _not_comparable(base: dict, model_ref: dict, sha: str) -> str | None:

@@ -11,37 +11,58 @@ base's top-k tokens plus a rest bin (the teacher-signal representation) would be
 it understates the KL of a small model, whose distribution has a long tail.
 
 Intervals: tokens next to each other are correlated, so they are resampled in blocks of
-BLOCK_TOKENS consecutive scored tokens (a block bootstrap, RESAMPLES draws, fixed seed).
+BLOCK_TOKENS consecutive scored tokens (a block bootstrap, RESAMPLES draws, fixed seed); a
+shorter evaluation gets shorter blocks so that it still has MIN_BLOCKS of them, and one too
+short for that gets no interval (None) rather than a falsely narrow one.
 """
 
 import math
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from thrifty.core.errors import BadInput
+
 BLOCK_TOKENS = 128
+MIN_BLOCKS = 20  # fewer blocks than this make a bootstrap percentile interval unreliable
+MIN_BLOCK_TOKENS = 32  # shorter blocks would cut through the tokens' correlation
 RESAMPLES = 1000
-INTERVAL = f"95% block bootstrap ({RESAMPLES} resamples of {BLOCK_TOKENS}-token blocks)"
-BASE_FILE = "base-logprobs.f16.npy"
 
 
 class BaseLogProbs:
     """The base's log-probabilities [scored tokens, vocab] in float16 on disk, and its exact
     top-1 token per position."""
 
-    def __init__(self, folder: Path, tokens: int):
-        self.path = Path(folder) / BASE_FILE
-        self.tokens = tokens
+    def __init__(self, folder: Path):
+        # one file per process: evaluations without a run folder share the temporary folder
+        self.path = Path(folder) / f"base-logprobs-{os.getpid()}.f16.npy"
+        self.tokens = 0
         self.rows = None  # created at the first window, as wide as the model's logits
-        self.top1 = np.zeros(tokens, dtype=np.int64)
+        self.top1 = np.zeros(0, dtype=np.int64)
         self.filled = 0
+
+    def expect(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.top1 = np.zeros(tokens, dtype=np.int64)
+
+    def _allocate(self, vocab: int) -> None:
+        needed, free = self.tokens * vocab * 2, shutil.disk_usage(self.path.parent).free
+        if needed > 0.9 * free:
+            raise BadInput(
+                f"Comparing models with the base keeps the base's log-probabilities on disk: "
+                f"{needed / 1e9:.1f} GB for {self.tokens:,} tokens × a vocabulary of {vocab:,}, "
+                f"but {self.path.parent} has {free / 1e9:.1f} GB free. Use a smaller "
+                "--max-tokens, or free some space.")
+        self.rows = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float16,
+                                              shape=(self.tokens, vocab))
 
     def append(self, log_probs: torch.Tensor) -> None:
         if self.rows is None:
-            self.rows = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float16,
-                                                  shape=(self.tokens, log_probs.shape[-1]))
+            self._allocate(log_probs.shape[-1])
         end = self.filled + len(log_probs)
         self.rows[self.filled:end] = log_probs.half().numpy()
         self.top1[self.filled:end] = log_probs.argmax(-1).numpy()
@@ -52,7 +73,7 @@ class BaseLogProbs:
         return rows, torch.from_numpy(self.top1[start:start + count])
 
     def remove(self) -> None:
-        del self.rows
+        self.rows = None  # closes the memory map
         self.path.unlink(missing_ok=True)
 
 
@@ -95,17 +116,28 @@ def _kl_divergence(base: torch.Tensor, candidate: torch.Tensor, rows: int = 256)
     return np.concatenate(out)
 
 
-def _blocks(n: int) -> list[slice]:
-    """Consecutive blocks of BLOCK_TOKENS; a short tail joins the block before it."""
-    edges = list(range(0, n, BLOCK_TOKENS)) + [n]
-    if len(edges) > 2 and n - edges[-2] < BLOCK_TOKENS:
+def block_tokens(n: int) -> int | None:
+    """Tokens per bootstrap block: BLOCK_TOKENS, shorter (down to MIN_BLOCK_TOKENS) so that a
+    short evaluation still has MIN_BLOCKS blocks; None when even that is too few to resample."""
+    size = min(BLOCK_TOKENS, n // MIN_BLOCKS)
+    return size if size >= MIN_BLOCK_TOKENS else None
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    """Consecutive blocks of `size` tokens; a short tail joins the block before it."""
+    edges = list(range(0, n, size)) + [n]
+    if len(edges) > 2 and n - edges[-2] < size:
         edges.pop(-2)
     return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False)]
 
 
-def _resampled(values: np.ndarray, statistic, seed: int = 0) -> tuple[float, list[float]]:
-    """The statistic and its 95% block-bootstrap interval."""
-    blocks = [values[s] for s in _blocks(len(values))]
+def _resampled(values: np.ndarray, statistic, seed: int = 0
+               ) -> tuple[float, list[float] | None]:
+    """The statistic and its 95% block-bootstrap interval (None: too few tokens for one)."""
+    size = block_tokens(len(values))
+    if size is None:
+        return float(statistic(values)), None
+    blocks = [values[s] for s in _blocks(len(values), size)]
     rng = np.random.default_rng(seed)
     draws = [statistic(np.concatenate([blocks[i] for i in rng.integers(0, len(blocks),
                                                                         len(blocks))]))
@@ -114,9 +146,9 @@ def _resampled(values: np.ndarray, statistic, seed: int = 0) -> tuple[float, lis
     return float(statistic(values)), [float(low), float(high)]
 
 
-def perplexity_interval(nll: np.ndarray) -> list[float]:
-    _, (low, high) = _resampled(nll, np.mean)
-    return [math.exp(low), math.exp(high)]
+def perplexity_interval(nll: np.ndarray) -> list[float] | None:
+    _, interval = _resampled(nll, np.mean)
+    return [math.exp(interval[0]), math.exp(interval[1])] if interval else None
 
 
 def compare(base: TokenScores, candidate: TokenScores) -> dict:
@@ -131,7 +163,10 @@ def compare(base: TokenScores, candidate: TokenScores) -> dict:
             ("top1_agreement_pct", agree, lambda v: 100 * np.mean(v)),
             ("delta_log_ppl", delta, np.mean)]:
         out[name], out[f"{name}_ci95"] = _resampled(values, statistic)
-    low, high = out["delta_log_ppl_ci95"]
-    out["delta_log_ppl_within_noise"] = low <= 0.0 <= high
-    out["interval"] = INTERVAL
+    interval = out["delta_log_ppl_ci95"]
+    out["delta_log_ppl_within_noise"] = interval[0] <= 0.0 <= interval[1] if interval else None
+    size = block_tokens(len(kld))
+    out["interval"] = (f"95% block bootstrap ({RESAMPLES} resamples of {size}-token blocks)"
+                       if size else f"none: fewer than {MIN_BLOCKS * MIN_BLOCK_TOKENS} scored "
+                       "tokens are too few to resample")
     return out

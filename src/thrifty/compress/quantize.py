@@ -14,6 +14,7 @@ from thrifty.assets import corpora
 from thrifty.core import hardware
 from thrifty.core.errors import BadInput
 from thrifty.core.jobs import Events
+from thrifty.core.token_prefix import without_prefix
 
 IGNORED_LAYERS = ["lm_head"]  # kept in full precision, as every published W4A16 recipe does
 AUTO_GROUP_SIZES = (128, 64, 32)
@@ -104,7 +105,7 @@ def calibration_samples(tokenizer, texts: list[str], num_samples: int, seq_len: 
     room = seq_len - len(prefix)
     per_doc = []
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = without_prefix(tokenizer(text, add_special_tokens=False)["input_ids"], prefix)
         chunks = [list(prefix) + ids[i:i + room] for i in range(0, len(ids), room)]
         per_doc.append([c for c in chunks if len(c) - len(prefix) >= min(room, 16)])
     random.Random(seed).shuffle(per_doc)

@@ -78,12 +78,7 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
     generates from it (unless --no-verify); a checkpoint vLLM cannot load is kept but marked
     unverified, and the command fails.
     """
-    out_dir = Path(out).expanduser().resolve()
-    check_output_free(out_dir, force)
-    ref = prepare.ensure_model(model, allow_pickle=allow_pickle)
-    if ref.kind != "hub" and (out_dir == Path(ref.path) or Path(ref.path) in out_dir.parents):
-        raise BadInput(f"--out {out_dir} is inside the model folder {ref.path}; choose a folder "
-                       "outside it.")
+    out_dir, ref = _inputs(model, out, force, allow_pickle)
     default_bits, symmetric = SCHEMES[scheme]
     bits = bits or default_bits
     if bits not in VLLM_WEIGHT_BITS and not no_verify:
@@ -125,6 +120,17 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
         emit_json(manifest)
         return
     _print_summary(model, out_dir, manifest)
+
+
+def _inputs(model: str, out: str, force: bool, allow_pickle: bool) -> tuple[Path, object]:
+    """The output folder (free, or --force) and the resolved model, not one inside the other."""
+    out_dir = Path(out).expanduser().resolve()
+    check_output_free(out_dir, force)
+    ref = prepare.ensure_model(model, allow_pickle=allow_pickle)
+    if ref.kind != "hub" and (out_dir == Path(ref.path) or Path(ref.path) in out_dir.parents):
+        raise BadInput(f"--out {out_dir} is inside the model folder {ref.path}; choose a folder "
+                       "outside it.")
+    return out_dir, ref
 
 
 def _verify(out_dir: Path, run_dir: Path) -> dict:

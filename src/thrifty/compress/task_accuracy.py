@@ -34,8 +34,7 @@ LM_EVAL_VERSION = "0.4.13"  # pinned in engines/compress.txt
 NEAR_CHANCE_STDERRS = 2.0  # within this many standard errors of chance: no better than guessing
 SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(?::(?P<count>.*))?$")
 # 6 columns in 80: 19 characters of borders and padding leave 61 for the cells, 33 of them
-# taken by n, accuracy, chance and recovery.
-MODEL_LABEL_CHARS = 16
+# taken by n, accuracy, chance and recovery. Model labels are `eval`'s short ones, kept whole.
 TASK_LABEL_CHARS = 12
 
 
@@ -58,7 +57,7 @@ def parse_task_spec(text: str) -> TaskSpec:
     text = text.strip()
     match = SPEC.match(text)
     if match and not text.endswith((".yaml", ".yml")) and not Path(text).exists():
-        return _builtin_spec(text, match["name"], match["count"])
+        return _builtin_spec(text, match["name"].lower(), match["count"])
     checked = task_files.check_task_file(Path(text))
     return TaskSpec(label=checked["name"], kind="yaml",
                     path=str(Path(text).expanduser().resolve()),
@@ -149,7 +148,7 @@ def print_task_table(rows: list[dict]) -> None:
     shots = f", {fewshot.pop()}-shot" if len(fewshot) == 1 else ""
     table(f"Task accuracy (lm-eval {rows[0].get('lm_eval_version', LM_EVAL_VERSION)}{shots})",
           ["model", "task", "n", "accuracy", "chance", "recovery"],
-          [[short_label(r["model"], MODEL_LABEL_CHARS), short_label(r["task"], TASK_LABEL_CHARS),
+          [[r["model"], short_label(r["task"], TASK_LABEL_CHARS),
             f"{r['questions']:,}", _accuracy(r), f"{100 * r['chance_accuracy']:.0f}%",
             _recovery(r)] for r in rows])
     if any(r["near_chance"] for r in rows):

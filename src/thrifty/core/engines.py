@@ -208,25 +208,7 @@ def _build(name: str, report: Reporter) -> dict:
 
     work_dir = paths.engines_dir() / f".{name}-requirements"
     work_dir.mkdir(exist_ok=True)
-    constraints = work_dir / "constraints.txt"
-    constraints.write_text("\n".join(reqs.sections["base"]) + "\n")
-    pip = [python, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check"]
-
-    steps: list[tuple[str, list[str]]] = [
-        ("create virtual environment", [sys.executable, "-m", "venv", str(venv)]),
-    ]
-    for section, extra in (("base", []), ("packages", ["-c", str(constraints)]),
-                           ("no-deps", ["--no-deps", "-c", str(constraints)])):
-        if reqs.sections[section]:
-            req_file = work_dir / f"{section}.txt"
-            req_file.write_text("\n".join(reqs.sections[section]) + "\n")
-            label = {"base": "install torch first", "packages": "install pinned packages",
-                     "no-deps": "install packages without their dependencies"}[section]
-            steps.append((label, [*pip, *extra, "-r", str(req_file)]))
-    if accelerator == "cpu":
-        steps.append(("remove CUDA-only packages",
-                      [python, "-m", "pip", "uninstall", "-y", *CUDA_ONLY_PACKAGES]))
-    steps.append(("check imports", [python, "-c", _import_check(engine.imports)]))
+    steps = _install_steps(reqs, venv, work_dir, accelerator, engine.imports)
 
     try:
         for index, (label, command) in enumerate(steps, start=1):
@@ -255,6 +237,31 @@ def _build(name: str, report: Reporter) -> dict:
     report({"type": "step", "engine": name, "label": "ready", "done": len(steps),
             "total": len(steps)})
     return {**info, "state": "ready"}
+
+
+def _install_steps(reqs: Requirements, venv: Path, work_dir: Path, accelerator: str,
+                   imports: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    """(label, command) of every step: the venv, then each section in order under [base]."""
+    python = str(venv / "bin" / "python")
+    constraints = work_dir / "constraints.txt"
+    constraints.write_text("\n".join(reqs.sections["base"]) + "\n")
+    pip = [python, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check"]
+    steps: list[tuple[str, list[str]]] = [
+        ("create virtual environment", [sys.executable, "-m", "venv", str(venv)]),
+    ]
+    for section, extra in (("base", []), ("packages", ["-c", str(constraints)]),
+                           ("no-deps", ["--no-deps", "-c", str(constraints)])):
+        if reqs.sections[section]:
+            req_file = work_dir / f"{section}.txt"
+            req_file.write_text("\n".join(reqs.sections[section]) + "\n")
+            label = {"base": "install torch first", "packages": "install pinned packages",
+                     "no-deps": "install packages without their dependencies"}[section]
+            steps.append((label, [*pip, *extra, "-r", str(req_file)]))
+    if accelerator == "cpu":
+        steps.append(("remove CUDA-only packages",
+                      [python, "-m", "pip", "uninstall", "-y", *CUDA_ONLY_PACKAGES]))
+    steps.append(("check imports", [python, "-c", _import_check(imports)]))
+    return steps
 
 
 def adopt(name: str, python: str) -> dict:

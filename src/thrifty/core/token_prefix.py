@@ -19,3 +19,11 @@ def prefix_ids(with_special: list[int], plain: list[int]) -> list[int]:
         if with_special[start:start + len(plain)] == plain:
             return list(with_special[:start])
     return []  # the special tokens changed the text's own split: no prefix is assumed
+
+
+def without_prefix(ids: list[int], prefix: list[int] | tuple) -> list[int]:
+    """A document's ids without a leading copy of the prefix: chat templates (Llama-3's) write
+    the BOS into the rendered text, and the prefix is put in front once, not twice."""
+    if prefix and list(ids[:len(prefix)]) == list(prefix):
+        return list(ids[len(prefix):])
+    return list(ids)

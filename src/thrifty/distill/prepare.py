@@ -16,6 +16,7 @@ from thrifty.assets import corpora
 from thrifty.core.errors import BadInput
 from thrifty.core.files import atomic_folder, read_json, write_json
 from thrifty.core.jobs import Events
+from thrifty.core.token_prefix import without_prefix
 from thrifty.formats import teacher_signal
 
 IMPORTANCE_SEQUENCES = 8  # sequences used to rank the teacher's layers
@@ -31,7 +32,8 @@ def pack_sequences(tokenizer, texts: list[str], seq_len: int, limit: int,
     room = seq_len - len(prefix)
     sequences: list[list[int]] = []
     for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + separator)
+        ids.extend(without_prefix(tokenizer(text, add_special_tokens=False)["input_ids"], prefix)
+                   + separator)
         while len(ids) >= room and len(sequences) < limit:
             sequences.append(list(prefix) + ids[:room])
             ids = ids[room:]
@@ -55,6 +57,23 @@ def choose_layers(importance: list[float] | None, layers_count: int, keep: int) 
     return sorted({round(i * step) for i in range(keep)})
 
 
+def _training_sequences(params: dict) -> list[list[int]]:
+    from thrifty.libs import hf
+
+    tokenizer = hf.load_tokenizer(params["teacher_path"])
+    records = corpora.read_records(Path(params["data_path"]))
+    texts = [t for t in corpora.record_texts(records, hf.chat_renderer(tokenizer)) if t.strip()]
+    sequences = pack_sequences(tokenizer, texts, params["seq_len"], params["sequences"],
+                               hf.prefix_ids(tokenizer))
+    if not sequences:
+        total = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        raise BadInput(
+            f"The training data {params['data_name']} has {total} tokens, fewer than one "
+            f"sequence of --seq-len {params['seq_len']}. Give more text, or a shorter "
+            "--seq-len.")
+    return sequences
+
+
 def prepare(params: dict, events: Events) -> dict:
     import torch
 
@@ -73,21 +92,10 @@ def prepare(params: dict, events: Events) -> dict:
                 "Pick a student of the teacher's family, or derive one from the teacher with "
                 "--student-from-teacher --keep-layers N.")
 
-    tokenizer = hf.load_tokenizer(teacher_path)
     signal_dir = Path(params["signal_dir"])
     if not (signal_dir / teacher_signal.TOKENS).is_file():
         events.status("tokenizing the training text")
-        records = corpora.read_records(Path(params["data_path"]))
-        texts = [t for t in corpora.record_texts(records, hf.chat_renderer(tokenizer)) if t.strip()]
-        sequences = pack_sequences(tokenizer, texts, params["seq_len"], params["sequences"],
-                                   hf.prefix_ids(tokenizer))
-        if not sequences:
-            total = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-            raise BadInput(
-                f"The training data {params['data_name']} has {total} tokens, fewer than one "
-                f"sequence of --seq-len {params['seq_len']}. Give more text, or a shorter "
-                "--seq-len.")
-        teacher_signal.save_tokens(signal_dir, sequences)
+        teacher_signal.save_tokens(signal_dir, _training_sequences(params))
     tokens = teacher_signal.load_tokens(signal_dir)
     result["sequences_count"] = int(tokens.shape[0])
     result["train_tokens"] = int(tokens.size)
@@ -106,7 +114,8 @@ def prepare(params: dict, events: Events) -> dict:
                 importance = hf.block_importance(model, sample)
             keep = choose_layers(importance, layers_count, params["keep_layers"])
             with atomic_folder(student_dir) as tmp:
-                parameters = hf.save_depth_pruned(model, tokenizer, keep, str(tmp))
+                parameters = hf.save_depth_pruned(model, hf.load_tokenizer(teacher_path), keep,
+                                                  str(tmp))
                 write_json(tmp / STUDENT_INFO, {
                     "teacher": teacher_path, "kept_layers": keep, "importance": importance,
                     "parameters_params": parameters})

@@ -65,8 +65,9 @@ def load_task(task_yaml: Path):
     try:
         loaded = manager.load([str(task_yaml)])
     except Exception as exc:  # lm-eval and datasets raise many kinds for a bad task file
+        first_line = (str(exc).strip().splitlines() or [""])[0]
         raise BadInput(f"lm-eval could not load the task file {task_yaml}: "
-                       f"{type(exc).__name__}: {exc}") from exc
+                       f"{type(exc).__name__}: {first_line}") from exc
     if loaded["groups"] or len(loaded["tasks"]) != 1:
         raise BadInput(f"The task file {task_yaml} defines {len(loaded['tasks'])} tasks "
                        f"({', '.join(loaded['tasks'])}); thrifty runs one task per file.")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from thrifty.core.jobs import Events
+from thrifty.core.token_prefix import without_prefix
 from thrifty.libs.lora import add_lora, merged, with_adapter
 
 
@@ -20,7 +21,7 @@ def _token_windows(tokenizer, texts: list[str], seq_len: int, prefix: list[int]
     tokenizer adds one), as the requests the adapter will serve do."""
     ids: list[int] = []
     for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids.extend(without_prefix(tokenizer(text, add_special_tokens=False)["input_ids"], prefix))
         if tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
     room = seq_len - len(prefix)
