@@ -549,3 +549,16 @@ def test_tensor_parallel_bad_input(isolated_home, run_cli, tmp_path, command, mo
     result = run_cli(command, model, "--gpu", "h100-sxm", *traffic, "--tensor-parallel", tp)
     assert result.exit_code == 1, result.output
     assert phrase in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_an_efficiency_no_measured_step_depends_on_stays_finite(cat):
+    """Every step compute-bound (a CPU without bf16 hardware): the memory side of the roofline
+    changes no prediction, and the fit must not let it drift to absurd values."""
+    shape = model_shape.load("smollm2-1.7b")
+    hw = Hardware("slow-matmul-cpu", 20.0, 0.002, 0.002, max_batched_tokens=2048,
+                  max_num_seqs=128)
+    bench = synthetic_bench(shape, hw, Efficiency(0.5, 0.5, 5.0, lag_ms=20.0))
+    fitted, report = calibrate.fit(bench, shape, hw, "synthetic")
+    assert report["worst_error_pct"] < 3, report["points"]
+    assert fitted.compute == pytest.approx(0.5, rel=0.1)
+    assert 0.05 < fitted.memory < 20
