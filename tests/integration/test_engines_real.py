@@ -17,7 +17,7 @@ def test_eval_real_model_is_plausible_recorded_and_deterministic(tmp_path):
     row = first["rows"][0]
     assert 8 < row["perplexity"] < 60
     assert row["eval_tokens"] == 2048 and row["windows_count"] == 2
-    assert row["scored_tokens"] == 2048 - 2  # a window's first token has no context
+    assert row["scored_tokens"] == 2048 - 1  # every token after the first: no BOS to score it from
     assert second["rows"][0]["perplexity"] == row["perplexity"]
     assert second["rows"][0]["tokens_sha256"] == row["tokens_sha256"]
     assert 3.9 < row["bytes_per_param"] < 4.1  # fp32
