@@ -50,7 +50,8 @@ print(json.dumps({"vocab": len(vocab)}))
 WINDOWS_CHECK = """
 import json, math, sys, torch
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-from thrifty.compress.perplexity import evaluation_tokens, perplexity, plan_windows
+from thrifty.compress.perplexity import evaluation_tokens, perplexity
+from thrifty.compress.windows import plan_windows
 from thrifty.libs import hf
 tokenizer, model = hf.load_tokenizer(sys.argv[1]), hf.load_causal_lm(sys.argv[1])
 prefix = hf.prefix_ids(tokenizer)
@@ -123,7 +124,8 @@ def test_perplexity_agrees_with_lm_eval_rolling_loglikelihood_on_smollm2(text_fi
 FLOAT32_KLD = """
 import json, sys, torch
 from thrifty.assets import corpora
-from thrifty.compress.perplexity import evaluation_tokens, plan_windows, window_log_probs
+from thrifty.compress.perplexity import evaluation_tokens, window_log_probs
+from thrifty.compress.windows import plan_windows
 from thrifty.libs import hf
 tokenizer = hf.load_tokenizer(sys.argv[1])
 texts = corpora.record_texts(corpora.read_records(corpora.resolve("enwiki", "evaluation")), None)

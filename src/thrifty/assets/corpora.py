@@ -17,6 +17,7 @@ from pathlib import Path
 
 from thrifty.core import paths
 from thrifty.core.errors import BadInput
+from thrifty.core.files import json_object_line
 
 ENWIKI = "enwiki"
 SPLITS = ("calibration", "evaluation")
@@ -78,14 +79,8 @@ def read_records(path: Path) -> list[dict]:
 
 def _parse_jsonl_line(path: Path, number: int, line: str) -> dict:
     where = f"{path} line {number}"
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{where} is not valid JSON ({exc.msg} at column {exc.colno}). Each line "
-                       "must be one JSON object such as {\"text\": \"...\"}.") from exc
-    if not isinstance(obj, dict):
-        raise BadInput(f"{where} is a JSON {type(obj).__name__}, not an object with a "
-                       "\"text\" or \"messages\" field.")
+    obj = json_object_line(where, line, "Each line must be one JSON object with a \"text\" "
+                                        "or \"messages\" field, such as {\"text\": \"...\"}.")
     if isinstance(obj.get("text"), str):
         return {"text": obj["text"]}
     messages = obj.get("messages")

@@ -14,6 +14,7 @@ from pathlib import Path
 from thrifty.assets import corpora, models, prepare
 from thrifty.core import token_prefix
 from thrifty.core.errors import BadInput
+from thrifty.core.files import json_object_line
 
 BASE = "base"  # the adapter-mix name of the base model
 
@@ -154,14 +155,10 @@ def read_prompts_file(path: str, default_output: LengthSpec, seed: int) -> list[
         for number, line in enumerate(raw.splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{file} line {number} is not valid JSON ({exc.msg}). Each line "
-                               "must be an object such as {\"prompt\": \"...\", "
-                               "\"output_tokens\": 64}.") from None
-            text = obj.get("prompt") if isinstance(obj, dict) else None
-            out = obj.get("output_tokens") if isinstance(obj, dict) else None
+            obj = json_object_line(f"{file} line {number}", line,
+                                   "Each line must be an object such as {\"prompt\": \"...\", "
+                                   "\"output_tokens\": 64}.")
+            text, out = obj.get("prompt"), obj.get("output_tokens")
             if not isinstance(text, str) or not text:
                 raise BadInput(f"{file} line {number} has no \"prompt\" string.")
             if out is not None and (not isinstance(out, int) or out < 1):

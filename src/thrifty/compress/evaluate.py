@@ -50,12 +50,8 @@ def evaluate(params: dict, events: Events) -> dict:
 def _evaluate_model(model_ref: dict, records: list[dict], params: dict, events: Events,
                     stage: str, base: dict | None, keep: object | None) -> tuple[dict, object]:
     from thrifty.compress import quality
-    from thrifty.compress.perplexity import (
-        evaluation_tokens,
-        plan_windows,
-        tokens_sha256,
-        window_log_probs,
-    )
+    from thrifty.compress.perplexity import evaluation_tokens, tokens_sha256, window_log_probs
+    from thrifty.compress.windows import plan_windows
     from thrifty.libs import hf
 
     events.status(f"loading {model_ref['name']}")

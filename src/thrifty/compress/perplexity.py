@@ -53,13 +53,18 @@ def window_log_probs(model, prefix: list[int], ids: list[int], windows: list[Win
         yield w, torch.log_softmax(logits, dim=-1), torch.tensor(ids[w.targets_start:w.targets_end])
 
 
+def token_nll(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each target token's negative log-likelihood under its row of log-probabilities."""
+    return -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+
+
 def perplexity(model, prefix: list[int], ids: list[int], window: int, stride: int | None = None,
                on_window: Callable[[int, int], None] = lambda done, total: None) -> dict:
     windows = plan_windows(len(ids), len(prefix), window, stride)
     nll, scored = 0.0, 0
     for index, (_, log_probs, targets) in enumerate(window_log_probs(model, prefix, ids,
                                                                      windows)):
-        nll -= log_probs.gather(1, targets.unsqueeze(1)).double().sum().item()
+        nll += token_nll(log_probs, targets).double().sum().item()
         scored += len(targets)
         on_window(index + 1, len(windows))
     return {"perplexity": math.exp(nll / scored), "scored_tokens": scored,

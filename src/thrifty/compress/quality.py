@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from thrifty.compress.perplexity import token_nll
 from thrifty.core.errors import BadInput
 
 BLOCK_TOKENS = 128
@@ -85,7 +86,10 @@ class TokenScores:
     nll: list[np.ndarray] = field(default_factory=list)
     kld: list[np.ndarray] = field(default_factory=list)
     top1_agree: list[np.ndarray] = field(default_factory=list)
-    scored: int = 0
+
+    @property
+    def scored(self) -> int:
+        return sum(len(window) for window in self.nll)
 
     def array(self, name: str) -> np.ndarray:
         return np.concatenate(getattr(self, name))
@@ -94,14 +98,14 @@ class TokenScores:
 def add_window(scores: TokenScores, log_probs: torch.Tensor, targets: torch.Tensor,
                keep: BaseLogProbs | None = None, base: BaseLogProbs | None = None) -> None:
     """Score one window's tokens; keep them as the base's, or compare them with the base's."""
-    scores.nll.append(-log_probs.gather(1, targets.unsqueeze(1)).squeeze(1).double().numpy())
+    start = scores.scored
+    scores.nll.append(token_nll(log_probs, targets).double().numpy())
     if keep is not None:
         keep.append(log_probs)
     if base is not None:
-        base_rows, base_top1 = base.window(scores.scored, len(targets))
+        base_rows, base_top1 = base.window(start, len(targets))
         scores.kld.append(_kl_divergence(base_rows, log_probs))
         scores.top1_agree.append((log_probs.argmax(-1) == base_top1).numpy())
-    scores.scored += len(targets)
 
 
 def _kl_divergence(base: torch.Tensor, candidate: torch.Tensor, rows: int = 256) -> np.ndarray:

@@ -139,13 +139,14 @@ def quantize(params: dict, events: Events) -> dict:
                 f"linear layers to quantize; {decided['group_size_note']}.")
 
     tokenizer = hf.load_tokenizer(params["model_path"])
+    prefix = hf.prefix_ids(tokenizer)
     samples: list[list[int]] = []
     if params["method"] != "rtn":
         events.status("tokenizing calibration data")
         records = corpora.read_records(Path(params["calib_path"]))
         texts = corpora.record_texts(records, hf.chat_renderer(tokenizer))
         samples = calibration_samples(tokenizer, texts, params["num_samples"], params["seq_len"],
-                                      params.get("seed", 0), hf.prefix_ids(tokenizer))
+                                      params.get("seed", 0), prefix)
 
     events.status("loading weights")
     model = hf.load_causal_lm(params["model_path"], dtype="auto")
@@ -179,7 +180,7 @@ def quantize(params: dict, events: Events) -> dict:
         "calibration": {
             "corpus": params["calib"], "samples_count": len(samples),
             "seq_len_tokens": params["seq_len"], "tokens": sum(map(len, samples)),
-            "seed": params.get("seed", 0), "prefix_ids": hf.prefix_ids(tokenizer),
+            "seed": params.get("seed", 0), "prefix_ids": prefix,
             "sha256": samples_sha256(samples) if samples else None,
         },
         "versions": {"llmcompressor": llmc.version(), **hf.library_versions()},

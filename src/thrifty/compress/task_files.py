@@ -7,13 +7,13 @@ would otherwise fail in the engine after the model has loaded, with a datasets o
 traceback: a line that is not a JSON object, or one that lacks a field a template reads.
 """
 
-import json
 import re
 from pathlib import Path
 
 import yaml
 
 from thrifty.core.errors import BadInput
+from thrifty.core.files import json_object_line
 
 TEMPLATE_FIELDS = ("doc_to_text", "doc_to_target", "doc_to_choice", "description")
 # Root names of jinja expressions ({{ question.strip() }} -> question), and names a template
@@ -138,14 +138,7 @@ def check_jsonl(path: Path, fields: set[str] | None) -> int:
 
 
 def _check_line(where: str, line: str, fields: set[str] | None) -> None:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); lm-eval "
-                       "reads one JSON object per line.") from exc
-    if not isinstance(record, dict):
-        raise BadInput(f"{where} is a JSON {type(record).__name__}; lm-eval reads one JSON "
-                       "object per line.")
+    record = json_object_line(where, line, "lm-eval reads one JSON object per line.")
     missing = sorted((fields or set()) - set(record))
     if missing:
         raise BadInput(f"{where} has no field {', '.join(missing)}, which the task's prompt "

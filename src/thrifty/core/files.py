@@ -31,6 +31,19 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def json_object_line(where: str, line: str, expected: str) -> dict:
+    """One JSON Lines record, which must be an object; otherwise a BadInput naming `where`
+    (the file and line) and saying what a line should be (`expected`)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{where} is not valid JSON ({exc.msg} at column {exc.colno}). "
+                       f"{expected}") from exc
+    if not isinstance(record, dict):
+        raise BadInput(f"{where} is a JSON {type(record).__name__}, not an object. {expected}")
+    return record
+
+
 def check_output_free(final: Path, force: bool) -> None:
     """Refuse to overwrite an existing output unless --force was given."""
     if final.exists() and not force:

@@ -110,13 +110,6 @@ def evaluate(model: HFLM, task_yaml: Path, on_progress: Progress | None = None) 
     }
 
 
-def run_task(model_path: str, task_yaml: Path, batch_size: int = 8,
-             max_length: int | None = None, on_progress: Progress | None = None) -> dict:
-    """One task on one model: `evaluate` on a freshly loaded model, with where it ran."""
-    model = load_model(model_path, batch_size, max_length)
-    return {**evaluate(model, task_yaml, on_progress), **model_facts(model)}
-
-
 def rolling_loglikelihood(model_path: str, text: str, max_length: int) -> dict:
     """lm-eval's total log-likelihood of `text` over rolling windows of `max_length` tokens.
 
