@@ -35,8 +35,12 @@ SCHEMES = {"sym": "W4A16", "asym": "W4A16_ASYM"}
 METHODS = ("rtn", "gptq", "awq")
 
 
-def configs(seeds: int, bits_list: tuple[int, ...]) -> list[dict]:
-    """One checkpoint per method, bits, scheme and (for calibrated methods) seed."""
+def configs(seeds: int, bits_list: tuple[int, ...], calibration: tuple[int, int],
+            large: tuple[int, int] | None) -> list[dict]:
+    """One checkpoint per method, bits, scheme and (for calibrated methods) seed; with `large`,
+    also 4-bit GPTQ of each scheme calibrated on that many samples x tokens (one seed: GPTQ at
+    `thrifty quantize`'s default calibration; AWQ's grid search at that size takes over an
+    hour on two CPU cores)."""
     out = []
     for bits in bits_list:
         for sym, scheme in SCHEMES.items():
@@ -44,14 +48,18 @@ def configs(seeds: int, bits_list: tuple[int, ...]) -> list[dict]:
                 for seed in range(1 if method == "rtn" else seeds):
                     label = f"{method}-w{bits}-{sym}" + ("" if method == "rtn" else f"-s{seed}")
                     out.append({"label": label, "method": method, "bits": bits, "sym": sym,
-                                "scheme": scheme, "seed": seed})
+                                "scheme": scheme, "seed": seed, "calibration": calibration})
+    for sym, scheme in SCHEMES.items() if large else ():
+        out.append({"label": f"gptq-w4-{sym}-c{large[0]}x{large[1]}", "method": "gptq",
+                    "bits": 4, "sym": sym, "scheme": scheme, "seed": 0, "calibration": large})
     return out
 
 
-def quantize_all(work: Path, todo: list[dict], samples: int, seq_len: int) -> dict[str, dict]:
+def quantize_all(work: Path, todo: list[dict]) -> dict[str, dict]:
     manifests = {}
     for number, config in enumerate(todo, start=1):
         out = work / config["label"]
+        samples, seq_len = config["calibration"]
         args = ["--method", config["method"], "--scheme", config["scheme"], "--bits",
                 str(config["bits"]), "--group-size", "64", "--num-samples", str(samples),
                 "--seq-len", str(seq_len), "--seed", str(config["seed"])]
@@ -88,12 +96,13 @@ def summarize(todo: list[dict], rows: list[dict]) -> list[dict]:
     by_label = {row["label"]: row for row in rows}
     groups: dict[tuple, list[dict]] = {}
     for config in todo:
-        groups.setdefault((config["bits"], config["sym"], config["method"]), []).append(
-            {**config, "row": by_label[config["label"]]})
+        key = (config["bits"], config["sym"], config["method"], tuple(config["calibration"]))
+        groups.setdefault(key, []).append({**config, "row": by_label[config["label"]]})
     out = []
-    for (bits, sym, method), members in groups.items():
+    for (bits, sym, method, calibration), members in groups.items():
         vs = [m["row"]["vs_base"] for m in members]
         summary = {"bits": bits, "sym": sym, "method": method, "seeds": len(members),
+                   "calibration": list(calibration),
                    "labels": [m["label"] for m in members],
                    "perplexity": spread([m["row"]["perplexity"] for m in members])}
         for key in ("kld_mean", "kld_p90", "kld_p99", "top1_agreement_pct", "delta_log_ppl"):
@@ -178,16 +187,20 @@ def markdown(result: dict) -> str:
         "KLD: mean KL divergence from the base's next-token distribution (nats); top-1: tokens "
         "whose most likely next token is the base's; RTN kept away: the share of same-scheme "
         "RTN's KLD the method avoids. Calibrated methods: mean over seeds (min–max).", "",
-        "| bits | scheme | method | seeds | KLD | RTN kept away | top-1 % | Δ log-ppl | "
-        "perplexity |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        "| bits | scheme | method | calibration | seeds | KLD | RTN kept away | top-1 % "
+        "| Δ log-ppl | perplexity |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for g in result["summaries"]:
+        calibration = "none" if g["method"] == "rtn" else "{} × {}".format(*g["calibration"])
         lines.append(
-            f"| {g['bits']} | {SCHEMES[g['sym']]} | {g['method'].upper()} | {g['seeds']} "
+            f"| {g['bits']} | {SCHEMES[g['sym']]} | {g['method'].upper()} | {calibration} "
+            f"| {g['seeds']} "
             f"| {_range(g['kld_mean'], '{:.3f}')} | {g['rtn_kld_kept_away_pct']:.0f}% "
             f"| {_range(g['top1_agreement_pct'], '{:.1f}')} "
             f"| {_range(g['delta_log_ppl'], '{:+.3f}')} | {_range(g['perplexity'], '{:.2f}')} |")
     best = result["best_four_bit"]
-    lines += ["", f"Best 4-bit recipe: {best['method'].upper()} {SCHEMES[best['sym']]}, keeping "
+    lines += ["", f"Best 4-bit recipe: {best['method'].upper()} {SCHEMES[best['sym']]}, "
+              "calibrated on {} samples × {} tokens, keeping ".format(*best["calibration"]) +
               f"{best['rtn_kld_kept_away_pct']:.0f}% of same-scheme RTN's KLD away.", "",
               "## Every checkpoint, with 95% intervals (block bootstrap)", "",
               "| checkpoint | KLD mean | p90 | p99 | top-1 % | Δ log-ppl | perplexity |",
@@ -230,6 +243,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="calibration seeds per method")
     parser.add_argument("--samples", type=int, default=16, help="calibration samples")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample")
+    parser.add_argument("--large", default="128x512",
+                        help="SAMPLESxTOKENS for the extra 4-bit GPTQ rows ('' for none)")
     parser.add_argument("--eval-tokens", type=int, default=8192)
     parser.add_argument("--mmlu", type=int, default=0, help="MMLU questions (0: none)")
     parser.add_argument("--overhead-rounds", type=int, default=0,
@@ -245,17 +260,21 @@ def main() -> None:
         return
     if args.quick:
         args.seeds, args.samples, args.seq_len, args.eval_tokens = 2, 4, 64, 1024
-    todo = configs(args.seeds, (4,) if args.quick else (4, 3))
+        args.large = "8x64"
+    large = tuple(int(n) for n in args.large.split("x")) if args.large else None
+    todo = configs(args.seeds, (4,) if args.quick else (4, 3), (args.samples, args.seq_len),
+                   large)
     work = Path(args.work) / ("quick" if args.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     fp = common.fingerprint()
-    manifests = quantize_all(work, todo, args.samples, args.seq_len)
+    manifests = quantize_all(work, todo)
     evaluated = evaluate_all(work, todo, args.eval_tokens)
     summaries = summarize(todo, evaluated["rows"])
     best = best_four_bit(summaries)
     result = {"machine": common.machine_text(fp), "fingerprint": fp,
               "settings": {"samples": args.samples, "seq_len": args.seq_len,
-                           "seeds": args.seeds, "eval_tokens": args.eval_tokens},
+                           "seeds": args.seeds, "eval_tokens": args.eval_tokens,
+                           "large": args.large},
               "summaries": summaries, "best_four_bit": best, "eval_rows": evaluated["rows"],
               "eval_run": evaluated["run"],
               "quantize": {label: {k: m.get(k) for k in ("quantize_s", "calibrate_s",
