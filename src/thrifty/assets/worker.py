@@ -3,14 +3,13 @@
 Run as `<compress engine python> -m thrifty.assets.worker <job file>`.
 """
 
-import hashlib
 import importlib.util
 import time
 from pathlib import Path
 
 from thrifty.assets import corpora
 from thrifty.assets.models import MANIFEST
-from thrifty.core.files import folder_size_bytes, write_json
+from thrifty.core.files import files_sha256, folder_size_bytes, write_json
 from thrifty.core.jobs import Events, worker_main
 
 
@@ -33,7 +32,7 @@ def convert_gguf(params: dict, events: Events) -> dict:
     manifest = {
         "name": params["name"],
         "source_file": str(gguf),
-        "source_sha256": _sha256(gguf),
+        "source_sha256": files_sha256([gguf]),
         "weights_bytes": folder_size_bytes(out_dir),
         "convert_s": round(time.monotonic() - started, 1),
         **info,
@@ -50,14 +49,6 @@ def prepare_enwiki(params: dict, events: Events) -> dict:
     write_json(out_dir / "meta.json", meta)
     events.progress("extract Wikipedia articles", 1, 1, "steps")
     return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 TASKS = {"convert_gguf": convert_gguf, "prepare_enwiki": prepare_enwiki}

@@ -1,6 +1,8 @@
 """`thrifty eval`: what compression cost in quality (perplexity, KL divergence and top-1
 agreement against the base) and what it saved (size)."""
 
+from pathlib import Path
+
 import click
 
 from thrifty.assets import prepare
@@ -9,10 +11,12 @@ from thrifty.core import tasks
 from thrifty.core.execute import run_in_engine
 from thrifty.core.output import emit_json, json_option
 from thrifty.core.runs import RunRecord
+from thrifty.formats import lora_adapter as adapters
 
 
 @click.command("eval")
-@click.argument("model_refs", metavar="BASE [CANDIDATE]...", nargs=-1, required=True)
+@click.argument("model_refs", metavar="BASE[+ADAPTER] [CANDIDATE[+ADAPTER]]...", nargs=-1,
+                required=True)
 @click.option("--corpus", default="enwiki", show_default=True,
               help="`enwiki` (its evaluation split) or a .txt / .jsonl file.")
 @click.option("--max-tokens", default=8192, show_default=True, type=click.IntRange(min=16),
@@ -41,17 +45,27 @@ def eval_command(model_refs: tuple[str, ...], corpus: str, max_tokens: int, wind
     likely next token is the same, and the change in log-perplexity, each with a 95% interval.
     With --task, each model also answers a task through lm-evaluation-harness (accuracy with
     its standard error, and each candidate's recovery against BASE).
+
+    MODEL+ADAPTER applies a LoRA adapter folder over MODEL, unmerged, as `thrifty serve` does:
+    compare `base+adapter` with `quantized-base+adapter` and a merged-then-quantized model on
+    the adapter's own data (--corpus) to see what serving it over a quantized base costs.
     Runs in the compress engine; deterministic (the same inputs give the same numbers).
     """
     if stride and stride > window:
         raise click.BadParameter("must not exceed --window", param_hint="--stride")
-    refs = [prepare.ensure_model(m, allow_pickle=allow_pickle) for m in model_refs]
-    names = eval_report.short_labels(refs, labels)
+    specs = [_split_adapter(m) for m in model_refs]
+    refs = [prepare.ensure_model(m, allow_pickle=allow_pickle) for m, _ in specs]
+    adapter_paths = [adapters.validate(a, ref.path, m).path if a else None
+                     for (m, a), ref in zip(specs, refs, strict=True)]
+    names = eval_report.short_labels(refs, labels,
+                                     [f"+{Path(a).name}" if a else "" for a in adapter_paths])
     corpus_path = prepare.ensure_corpus(corpus, "evaluation")
-    config = {"models": [r.__dict__ for r in refs], "labels": names, "corpus": corpus,
+    config = {"models": [r.__dict__ for r in refs], "adapters": adapter_paths,
+              "labels": names, "corpus": corpus,
               "corpus_path": str(corpus_path), "max_tokens": max_tokens, "window": window,
               "stride": stride, "tasks": [spec.label for spec in task_specs]}
-    models = [{"name": name, "path": r.path} for name, r in zip(names, refs, strict=True)]
+    models = [{"name": name, "path": r.path, "adapter_path": a}
+              for name, r, a in zip(names, refs, adapter_paths, strict=True)]
     with RunRecord("eval", config, engines_used=("compress",)) as run:
         result = run_in_engine(
             tasks.EVALUATE,
@@ -69,6 +83,15 @@ def eval_command(model_refs: tuple[str, ...], corpus: str, max_tokens: int, wind
     if task_rows:
         task_accuracy.print_task_table(task_rows)
     click.echo(f"Run record: {run.path}")
+
+
+def _split_adapter(spec: str) -> tuple[str, str | None]:
+    """MODEL+ADAPTER -> (MODEL, ADAPTER); a model with no '+ADAPTER' part (or whose own path
+    holds a '+') -> (MODEL, None)."""
+    if "+" not in spec or Path(spec).expanduser().exists():
+        return spec, None
+    model, adapter = spec.rsplit("+", 1)
+    return model, adapter
 
 
 def _measured(rows: list[dict]) -> dict:

@@ -12,9 +12,11 @@ from thrifty.core.numbers import mib
 from thrifty.core.output import table
 
 
-def short_labels(refs: list, given: tuple[str, ...] = ()) -> list[str]:
+def short_labels(refs: list, given: tuple[str, ...] = (), suffixes: list[str] | None = None
+                 ) -> list[str]:
     """A short, distinct label per model: --label when given, else the built-in or hub name's
-    last part or the folder's name; folders of the same name get their parent's name too."""
+    last part or the folder's name (+ its suffix: "+adapter"); folders of the same name get
+    their parent's name too."""
     if given:
         if len(given) != len(refs):
             raise BadInput(f"--label was given {len(given)} times for {len(refs)} models: give "
@@ -22,9 +24,10 @@ def short_labels(refs: list, given: tuple[str, ...] = ()) -> list[str]:
         if len(set(given)) != len(given):
             raise BadInput("The --label values must differ from each other.")
         return list(given)
-    own = [_own_name(ref) for ref in refs]
-    labels = [_longer_name(ref) if own.count(name) > 1 else name
-              for ref, name in zip(refs, own, strict=True)]
+    suffixes = suffixes or [""] * len(refs)
+    own = [_own_name(ref) + suffix for ref, suffix in zip(refs, suffixes, strict=True)]
+    labels = [_longer_name(ref) + suffix if own.count(name) > 1 else name
+              for ref, name, suffix in zip(refs, own, suffixes, strict=True)]
     seen: dict[str, int] = {}
     numbered = []
     for label in labels:

@@ -58,6 +58,10 @@ def _evaluate_model(model_ref: dict, records: list[dict], params: dict, events: 
     started = time.monotonic()
     tokenizer = hf.load_tokenizer(model_ref["path"])
     model = hf.load_causal_lm(model_ref["path"])
+    if model_ref.get("adapter_path"):  # unmerged, over this base, as a server applies it
+        from thrifty.libs import lora
+
+        model = lora.with_adapter(model, model_ref["adapter_path"])
     load_s = time.monotonic() - started
     prefix = hf.prefix_ids(tokenizer)
     ids = evaluation_tokens(tokenizer, corpora.record_texts(records, hf.chat_renderer(tokenizer)),
@@ -80,6 +84,7 @@ def _evaluate_model(model_ref: dict, records: list[dict], params: dict, events: 
     weights = weights_bytes(Path(model_ref["path"]))  # None for a hub id
     row = {
         "model": model_ref["name"], "path": model_ref["path"],
+        "adapter": model_ref.get("adapter_path"),
         "perplexity": math.exp(float(nll.mean())),
         "perplexity_ci95": quality.perplexity_interval(nll),
         "eval_tokens": len(ids), "prefix_ids": prefix, "scored_tokens": len(nll),

@@ -165,7 +165,7 @@ def _load(model_ref: dict, params: dict):
 
     try:
         return lm_eval.load_model(model_ref["path"], params.get("batch_size", 8),
-                                  params.get("max_length"))
+                                  params.get("max_length"), model_ref.get("adapter_path"))
     except Exception as exc:  # transformers raises many kinds for a model it cannot load
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
         raise BadInput(f"The model {model_ref['name']} ({model_ref['path']}) cannot be loaded "

@@ -15,13 +15,14 @@ from thrifty.core import hardware
 from thrifty.core.errors import BadInput
 from thrifty.core.jobs import Events
 from thrifty.core.token_prefix import without_prefix
+from thrifty.formats.quantize_manifest import SCHEMES
 
 IGNORED_LAYERS = ["lm_head"]  # kept in full precision, as every published W4A16 recipe does
 AUTO_GROUP_SIZES = (128, 64, 32)
 
 
-def plan(model_path: str, method: str, bits: int, group_size: str | int, num_samples: int,
-         seq_len: int, out_parent: str) -> dict:
+def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str | int,
+         num_samples: int, seq_len: int, out_parent: str) -> dict:
     """Everything decided and checked before calibration; raises BadInput on what won't work."""
     from thrifty.libs import hf, llmc
 
@@ -36,7 +37,10 @@ def plan(model_path: str, method: str, bits: int, group_size: str | int, num_sam
         )
     layers = [(n, i, o) for n, i, o in hf.linear_layers(model)
               if n.split(".")[-1] not in IGNORED_LAYERS]
-    chosen, note = choose_group_size(layers, group_size)
+    if SCHEMES[scheme].weight_scales == "group":
+        chosen, note = choose_group_size(layers, group_size)
+    else:
+        chosen, note = None, f"one weight scale per {SCHEMES[scheme].weight_scales}"
     params_total = sum(p.numel() for p in model.parameters())
     quantized_params = sum(i * o for _, i, o in layers)
     bytes_per_weight = model.dtype.itemsize if hasattr(model.dtype, "itemsize") else 4
@@ -44,7 +48,7 @@ def plan(model_path: str, method: str, bits: int, group_size: str | int, num_sam
         "weights_in_memory_bytes": params_total * bytes_per_weight,
         # sequential calibration caches every sample's hidden states between layers (x2: in+out)
         "activations_bytes": 2 * num_samples * seq_len * config.hidden_size * 4,
-        "output_bytes": int(quantized_params * bits / 8 * (1 + 32 / (bits * chosen))
+        "output_bytes": int(quantized_params * bits / 8 * (1 + 32 / (bits * (chosen or 4096)))
                             + (params_total - quantized_params) * bytes_per_weight),
     }
     estimate["memory_bytes"] = int(1.2 * (estimate["weights_in_memory_bytes"]
@@ -127,34 +131,49 @@ def samples_sha256(samples: list[list[int]]) -> str:
     return digest.hexdigest()
 
 
+def _load_model(params: dict, events: Events):
+    """The model to quantize: the base, or the base with an adapter merged into its weights."""
+    from thrifty.libs import hf, lora
+
+    events.status("loading weights")
+    model = hf.load_causal_lm(params["model_path"], dtype="auto")
+    if params.get("adapter_path"):
+        events.status("merging the adapter into the base weights")
+        model = lora.merged(lora.with_adapter(model, params["adapter_path"],
+                                              params.get("adapter_weight", 1.0)))
+    return model
+
+
 def quantize(params: dict, events: Events) -> dict:
     """Calibrate and save a compressed-tensors checkpoint into params['out_dir']."""
     from thrifty.libs import hf, llmc
 
     started = time.monotonic()
     events.status("preflight: architecture, group size, memory, disk")
-    decided = plan(params["model_path"], params["method"], params["bits"], params["group_size"],
-                   params["num_samples"], params["seq_len"], str(Path(params["out_dir"]).parent))
+    decided = plan(params["model_path"], params["method"], params["scheme"], params["bits"],
+                   params["group_size"], params["num_samples"], params["seq_len"],
+                   str(Path(params["out_dir"]).parent))
     events.emit(type="message", text=f"{decided['architecture']}: {decided['layers_count']} "
                 f"linear layers to quantize; {decided['group_size_note']}.")
 
     tokenizer = hf.load_tokenizer(params["model_path"])
     prefix = hf.prefix_ids(tokenizer)
     samples: list[list[int]] = []
-    if params["method"] != "rtn":
+    if params["needs_data"]:
         events.status("tokenizing calibration data")
         records = corpora.read_records(Path(params["calib_path"]))
         texts = corpora.record_texts(records, hf.chat_renderer(tokenizer))
         samples = calibration_samples(tokenizer, texts, params["num_samples"], params["seq_len"],
                                       params.get("seed", 0), prefix)
 
-    events.status("loading weights")
-    model = hf.load_causal_lm(params["model_path"], dtype="auto")
+    model = _load_model(params, events)
     modifiers = llmc.recipe(
         params["method"],
-        llmc.weight_scheme(params["bits"], params["symmetric"], decided["group_size"],
+        llmc.scheme_groups(params["scheme"], params["bits"], params["symmetric"],
+                           decided["group_size"],
                            params["actorder"] if params["method"] == "gptq" else None),
-        IGNORED_LAYERS, params["actorder"], params["dampening_frac"], params["block_size"])
+        IGNORED_LAYERS, params["actorder"], params["dampening_frac"], params["block_size"],
+        params.get("smoothquant"))
     total = decided["decoder_layers_count"] + 1  # + the final norm / head subgraph
     stage = f"{params['method'].upper()} calibration"
     events.progress(stage, 0, total, "layers")
@@ -174,6 +193,8 @@ def quantize(params: dict, events: Events) -> dict:
         "scheme": params["scheme"],
         "bits": params["bits"],
         "symmetric": params["symmetric"],
+        "activations": SCHEMES[params["scheme"]].activations,
+        "smoothquant": params.get("smoothquant"),
         "actorder": params["actorder"] if params["method"] == "gptq" else None,
         "dampening_frac": params["dampening_frac"] if params["method"] == "gptq" else None,
         "recipe": llmc.recipe_yaml(modifiers),

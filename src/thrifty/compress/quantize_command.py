@@ -5,14 +5,21 @@ from pathlib import Path
 import click
 
 from thrifty.assets import prepare
-from thrifty.compress.schemes import SCHEMES
+from thrifty.compress import schemes
 from thrifty.core import tasks
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.execute import run_in_engine
-from thrifty.core.files import atomic_folder, check_output_free, weights_bytes
+from thrifty.core.files import (
+    atomic_folder,
+    check_output_free,
+    files_sha256,
+    read_json,
+    weights_bytes,
+)
 from thrifty.core.numbers import mib
 from thrifty.core.output import emit_json, json_option, table
 from thrifty.core.runs import RunRecord
+from thrifty.formats import lora_adapter as adapters
 from thrifty.formats import quantize_manifest
 
 VERIFY_PROMPT = "The capital of France is"
@@ -27,16 +34,50 @@ def group_size_type(value: str) -> str | int:
     raise click.BadParameter("must be 'auto' or a positive integer such as 64")
 
 
+def _adapter_inputs(model: str, base_path: str, adapter: str, weight: float) -> dict:
+    """Check that the adapter can be merged into MODEL; what the output records of both."""
+    if quantize_manifest.is_quantized(base_path) or _has_quantization_config(base_path):
+        raise BadInput(f"{model} is already quantized, and merging an adapter needs the "
+                       "unquantized weights it was trained on. Give the unquantized base: "
+                       f"thrifty quantize BASE --adapter {adapter} --out OUT")
+    info = adapters.validate(adapter, base_path, model)
+    folder = Path(info.path)
+    base_shards = sorted(Path(base_path).glob("*.safetensors"))
+    return {**info.to_dict(), "weight": weight,
+            "weights_sha256": files_sha256([folder / adapters.WEIGHTS_FILE]),
+            "base_weights_sha256": files_sha256(base_shards) if base_shards else None}
+
+
+def _has_quantization_config(model_path: str) -> bool:
+    config = Path(model_path) / "config.json"
+    return config.is_file() and "quantization_config" in read_json(config)
+
+
+def _scheme_option(ctx, param, value: str) -> str:
+    try:
+        return schemes.scheme_named(value)
+    except BadInput as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("model")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder to write the quantized checkpoint to (must not exist without --force).")
-@click.option("--method", type=click.Choice(["gptq", "awq", "rtn"]), default="gptq",
-              show_default=True, help="GPTQ (error-correcting, needs calibration), AWQ "
-              "(activation-aware scaling, needs calibration) or RTN (round-to-nearest, no data).")
-@click.option("--scheme", type=click.Choice(sorted(SCHEMES)), default="W4A16", show_default=True,
-              help="Weight-only integer scheme: W4A16 (symmetric), W4A16_ASYM (with zero "
-              "points), W8A16. Activations stay in 16 bits.")
+@click.option("--method", type=click.Choice(["gptq", "awq", "rtn"]),
+              help="GPTQ (error-correcting, needs calibration), AWQ (activation-aware scaling, "
+              "needs calibration; weight-only schemes) or RTN (round-to-nearest, no data). "
+              "Default: gptq for integer schemes, rtn for FP8 ones.")
+@click.option("--scheme", default="W4A16", show_default=True, callback=_scheme_option,
+              help="W4A16 (4-bit weights, symmetric), W4A16_ASYM (with zero points), W8A16: "
+              "weight-only, activations stay in 16 bits. W8A8: INT8 weights per channel and "
+              "activations per token (INT8 matmuls; the fast one on CPUs and Ampere/Turing "
+              "GPUs). FP8_DYNAMIC: FP8 weights and per-token activations, no calibration "
+              "(Ada/Hopper GPUs). FP8: FP8 with static per-tensor activation scales.")
+@click.option("--smoothquant", type=click.FloatRange(0, 1, max_open=True),
+              help="W8A8: SmoothQuant strength, migrating activation outliers into the weights "
+              f"before quantizing (default {schemes.DEFAULT_SMOOTHQUANT}, as llm-compressor's "
+              "W8A8 example; 0 turns it off).")
 @click.option("--bits", type=click.IntRange(2, 8),
               help="Override the scheme's weight bits (e.g. 3, to see quality differences on "
               "small models). vLLM's kernels load 4- and 8-bit weights.")
@@ -59,15 +100,21 @@ def group_size_type(value: str) -> str | int:
               default=0.01, show_default=True, help="GPTQ: Hessian dampening fraction.")
 @click.option("--block-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="GPTQ: columns updated per block.")
+@click.option("--adapter", "adapter", type=click.Path(),
+              help="A LoRA adapter folder (PEFT, safetensors) trained on MODEL: it is merged "
+              "into MODEL's weights first, then the merged model is quantized.")
+@click.option("--adapter-weight", type=click.FloatRange(0, min_open=True), default=1.0,
+              show_default=True, help="Scale of the adapter's update when merging (1: as "
+              "trained).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--no-verify", is_flag=True,
               help="Skip loading the result in the vllm engine and generating from it.")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle (.bin) weights in MODEL.")
 @json_option
-def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
-             group_size: str | int, calib: str, num_samples: int, seq_len: int, seed: int,
-             actorder: bool,
-             dampening_frac: float, block_size: int, force: bool, no_verify: bool,
+def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant: float | None,
+             bits: int | None, group_size: str | int, calib: str, num_samples: int,
+             seq_len: int, seed: int, actorder: bool, dampening_frac: float, block_size: int,
+             adapter: str | None, adapter_weight: float, force: bool, no_verify: bool,
              allow_pickle: bool, as_json: bool) -> None:
     """Quantize MODEL's weights with llm-compressor and save a compressed-tensors checkpoint.
 
@@ -78,20 +125,20 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
     generates from it (unless --no-verify); a checkpoint vLLM cannot load is kept but marked
     unverified, and the command fails.
     """
+    recipe = schemes.resolve(scheme, method, bits, group_size, smoothquant)
     out_dir, ref = _inputs(model, out, force, allow_pickle)
-    default_bits, symmetric = SCHEMES[scheme]
-    bits = bits or default_bits
-    if bits not in VLLM_WEIGHT_BITS and not no_verify:
-        kernels = " and ".join(map(str, VLLM_WEIGHT_BITS))
-        click.echo(f"Note: vLLM has weight-only kernels for {kernels}-bit weights, so this "
-                   f"{bits}-bit checkpoint will likely fail the vLLM check (it is kept, marked "
-                   "unverified). --no-verify skips the check.", err=True)
-    calib_path = prepare.ensure_corpus(calib, "calibration") if method != "rtn" else None
-    params = {"model_path": ref.path, "method": method, "scheme": scheme, "bits": bits,
-              "symmetric": symmetric, "group_size": group_size, "calib": calib,
-              "calib_path": str(calib_path) if calib_path else None,
+    merging = _adapter_inputs(model, ref.path, adapter, adapter_weight) if adapter else None
+    if not no_verify:
+        _warn_before_work(recipe)
+    calib_path = prepare.ensure_corpus(calib, "calibration") if recipe.needs_data else None
+    params = {"model_path": ref.path, "method": recipe.method, "scheme": scheme,
+              "bits": recipe.bits, "symmetric": recipe.symmetric, "group_size": group_size,
+              "smoothquant": recipe.smoothquant, "needs_data": recipe.needs_data,
+              "calib": calib, "calib_path": str(calib_path) if calib_path else None,
               "num_samples": num_samples, "seq_len": seq_len, "seed": seed, "actorder": actorder,
-              "dampening_frac": dampening_frac, "block_size": block_size}
+              "dampening_frac": dampening_frac, "block_size": block_size,
+              "adapter_path": merging["path"] if merging else None,
+              "adapter_weight": adapter_weight}
     engines_used = ("compress",) if no_verify else ("compress", "vllm")
     with RunRecord("quantize", {**params, "model": model, "out": str(out_dir)},
                    engines_used=engines_used) as run:
@@ -100,7 +147,7 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
                                    {**params, "out_dir": str(tmp)}, run.path,
                                    title=f"quantizing {model}")
             manifest = {"base_model": ref.path, "base_model_name": model, **result,
-                        "verified": None, "run": str(run.path)}
+                        "adapter": merging, "verified": None, "run": str(run.path)}
             quantize_manifest.write(tmp, manifest)
         manifest["weights_bytes"] = weights_bytes(out_dir)
         manifest["base_weights_bytes"] = weights_bytes(Path(ref.path))
@@ -120,6 +167,19 @@ def quantize(model: str, out: str, method: str, scheme: str, bits: int | None,
         emit_json(manifest)
         return
     _print_summary(model, out_dir, manifest)
+
+
+def _warn_before_work(recipe: schemes.Recipe) -> None:
+    """Say what the vLLM check will meet before the long work starts (or refuse, where this
+    machine cannot run the scheme at all)."""
+    if recipe.bits not in VLLM_WEIGHT_BITS:
+        kernels = " and ".join(map(str, VLLM_WEIGHT_BITS))
+        click.echo(f"Note: vLLM has weight-only kernels for {kernels}-bit weights, so this "
+                   f"{recipe.bits}-bit checkpoint will likely fail the vLLM check (it is kept, "
+                   "marked unverified). --no-verify skips the check.", err=True)
+    note = schemes.hardware_note(recipe.scheme)
+    if note:
+        click.echo(f"Note: {note}", err=True)
 
 
 def _inputs(model: str, out: str, force: bool, allow_pickle: bool) -> tuple[Path, object]:
@@ -153,13 +213,18 @@ def _print_summary(model: str, out_dir: Path, m: dict) -> None:
     calib = m["calibration"]
     ratio = (f" ({m['base_weights_bytes'] / m['weights_bytes']:.2f}x smaller)"
              if m.get("base_weights_bytes") else "")
+    smoothing = (f", after SmoothQuant (strength {m['smoothquant']:g})"
+                 if m.get("smoothquant") else "")
     rows = [
         ["method", f"{m['method'].upper()} {m['scheme']}, {m['bits']}-bit "
-                   f"{'symmetric' if m['symmetric'] else 'asymmetric'}"],
-        ["group size", m["group_size_note"]],
+                   f"{'symmetric' if m['symmetric'] else 'asymmetric'}{smoothing}"],
+        *([["adapter", f"{m['adapter']['path']} merged first (rank {m['adapter']['rank']}, "
+                       f"weight {m['adapter']['weight']:g})"]] if m.get("adapter") else []),
+        ["activations", m.get("activations") or "16-bit (weight-only)"],
+        ["scales", m["group_size_note"]],
         ["layers", f"{m['layers_count']} linear layers quantized (lm_head kept)"],
         ["calibration", f"{calib['samples_count']} samples x {calib['seq_len_tokens']} tokens "
-                        f"from {calib['corpus']}" if calib["samples_count"] else "none (RTN)"],
+                        f"from {calib['corpus']}" if calib["samples_count"] else "none"],
         ["size", f"{mib(m.get('base_weights_bytes'))} -> {mib(m['weights_bytes'])}{ratio}"],
         ["time", f"{m['quantize_s']} s (calibration {m['calibrate_s']} s)"],
         ["vLLM check", "skipped (--no-verify)" if m["verified"] is None

@@ -109,7 +109,8 @@ def run_task_accuracy(specs, models: list[dict], run_dir: Path, batch_size: int 
     compress engine; rows with recovery and chance flags (see recovery_rows). The engine's
     full result, with every task's lm-eval config and data provenance, stays in run_dir."""
     specs = [s if isinstance(s, TaskSpec) else parse_task_spec(s) for s in specs]
-    params = {"models": [{"name": m["name"], "path": m["path"]} for m in models],
+    params = {"models": [{"name": m["name"], "path": m["path"],
+                          "adapter_path": m.get("adapter_path")} for m in models],
               "tasks": [s.params() for s in specs], "batch_size": batch_size,
               "max_length": max_length}
     result = run_in_engine(tasks.TASK_ACCURACY, params, Path(run_dir),

@@ -1,5 +1,6 @@
 """Writing outputs so that an interrupted job never leaves a half-written result in place."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -92,6 +93,16 @@ def weights_bytes(folder: Path) -> int | None:
     if not folder.is_dir():
         return None
     return sum(p.stat().st_size for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One SHA-256 over the files' bytes, in the order given (a model's weight shards)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with Path(path).open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def tail(path: Path, lines: int = 15) -> str:

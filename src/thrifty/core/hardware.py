@@ -57,6 +57,32 @@ def gpus() -> tuple[Gpu, ...]:
     return tuple(found)
 
 
+@functools.cache
+def gpu_compute_capabilities() -> tuple[float, ...]:
+    """Each NVIDIA GPU's compute capability (8.9 for an L4, 9.0 for an H100); empty without one."""
+    if not gpus():
+        return ()
+    query = ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=15, check=True).stdout
+        return tuple(float(line) for line in out.split())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return ()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo ("avx512f", "amx_tile"...); empty if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def accelerator() -> str:
     """'cuda' when an NVIDIA GPU is present, else 'cpu'; THRIFTY_ACCELERATOR overrides."""
     forced = os.environ.get("THRIFTY_ACCELERATOR")

@@ -85,6 +85,7 @@ def inspect(path: str | Path) -> AdapterInfo:
     if peft_type != "LORA":
         raise AdapterRejected(f"The adapter {folder} is a {peft_type or 'unknown'} adapter "
                               "(peft_type in its config); vLLM serves LoRA adapters only.")
+    _check_plain_lora(folder, config)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         pickles = [name for name in PICKLE_FILES if (folder / name).is_file()]
@@ -109,6 +110,24 @@ def inspect(path: str | Path) -> AdapterInfo:
         target_modules=sorted(config.get("target_modules") or []),
         trained_on=config.get("base_model_name_or_path"), modules_count=len(shapes),
         size_bytes=weights.stat().st_size)
+
+
+def _check_plain_lora(folder: Path, config: dict) -> None:
+    """vLLM serves plain LoRA: no DoRA magnitudes, no trained biases, no fully trained extra
+    modules; thrifty merges the same kind, so that what it merges it could also serve."""
+    if config.get("use_dora"):
+        raise AdapterRejected(f"The adapter {folder} is a DoRA adapter (use_dora in its config); "
+                              "vLLM serves plain LoRA adapters only, and thrifty handles those. "
+                              "Merge it with peft's merge_and_unload() yourself, then quantize "
+                              "the merged model.")
+    if config.get("bias", "none") != "none":
+        raise AdapterRejected(f"The adapter {folder} trains biases (bias={config['bias']!r} in "
+                              "its config); vLLM serves LoRA adapters without trained biases. "
+                              "Retrain it with bias='none'.")
+    if config.get("modules_to_save"):
+        raise AdapterRejected(f"The adapter {folder} also saves fully trained modules "
+                              f"({', '.join(config['modules_to_save'])}); vLLM serves only the "
+                              "low-rank updates. Retrain it without modules_to_save.")
 
 
 def lora_shapes(header: dict[str, dict]) -> dict[str, dict[str, list[int]]]:

@@ -28,10 +28,19 @@ def awq_architectures() -> list[str]:
     return sorted({*AWQ_MAPPING_REGISTRY, *AWQ_DYNAMIC_MAPPING_REGISTRY})
 
 
-def weight_scheme(bits: int, symmetric: bool, group_size: int, actorder: bool | None):
-    """A weight-only integer scheme on every Linear layer (any bit width from 2 to 8)."""
-    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+def scheme_groups(preset: str, bits: int, symmetric: bool, group_size: int | None,
+                  actorder: bool | None) -> dict:
+    """The config groups for every Linear layer: compressed-tensors' preset of that name for
+    channel- and tensor-scaled schemes (W8A8, FP8, FP8_DYNAMIC), else integer weights in
+    groups of group_size at any width from 2 to 8 bits."""
+    from compressed_tensors.quantization import (
+        QuantizationArgs,
+        QuantizationScheme,
+        preset_name_to_scheme,
+    )
 
+    if group_size is None:
+        return {"group_0": preset_name_to_scheme(preset, ["Linear"])}
     weights = QuantizationArgs(num_bits=bits, type="int", symmetric=symmetric,
                                strategy="group", group_size=group_size, dynamic=False,
                                actorder="static" if actorder else None)
@@ -39,19 +48,26 @@ def weight_scheme(bits: int, symmetric: bool, group_size: int, actorder: bool | 
 
 
 def recipe(method: str, config_groups: dict, ignore: list[str], actorder: bool,
-           dampening_frac: float, block_size: int) -> list:
+           dampening_frac: float, block_size: int, smoothquant: float | None = None) -> list:
+    """The modifiers, in order: SmoothQuant first where asked (it rescales weights and the norms
+    before them), then the weight method."""
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
+    first = []
+    if smoothquant:
+        from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
+
+        first = [SmoothQuantModifier(smoothing_strength=smoothquant)]
     if method == "gptq":
-        return [GPTQModifier(config_groups=config_groups, ignore=ignore,
-                             actorder="static" if actorder else None,
-                             dampening_frac=dampening_frac, block_size=block_size)]
+        return [*first, GPTQModifier(config_groups=config_groups, ignore=ignore,
+                                     actorder="static" if actorder else None,
+                                     dampening_frac=dampening_frac, block_size=block_size)]
     if method == "awq":
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
         return [AWQModifier(), QuantizationModifier(config_groups=config_groups, ignore=ignore)]
     if method == "rtn":
-        return [QuantizationModifier(config_groups=config_groups, ignore=ignore)]
+        return [*first, QuantizationModifier(config_groups=config_groups, ignore=ignore)]
     raise ValueError(method)
 
 

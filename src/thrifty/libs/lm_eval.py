@@ -37,12 +37,13 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path: str, batch_size: int = 8, max_length: int | None = None) -> HFLM:
-    """A model as lm-eval's HFLM: float32 on CPU (bf16 kernels are slow or missing there),
-    the checkpoint's own dtype on a GPU."""
+def load_model(path: str, batch_size: int = 8, max_length: int | None = None,
+               adapter_path: str | None = None) -> HFLM:
+    """A model as lm-eval's HFLM (with a PEFT adapter over it, unmerged, where given): float32
+    on CPU (bf16 kernels are slow or missing there), the checkpoint's own dtype on a GPU."""
     where = device()
     return HFLM(pretrained=path, device=where, dtype="float32" if where == "cpu" else "auto",
-                batch_size=batch_size, max_length=max_length)
+                batch_size=batch_size, max_length=max_length, peft=adapter_path)
 
 
 def free_memory() -> None:

@@ -14,11 +14,18 @@ def add_lora(model, rank: int, alpha: int, target_modules: list[str]):
     return get_peft_model(model, config)
 
 
-def with_adapter(model, adapter_path: str):
-    """`model` with a saved adapter applied."""
+def with_adapter(model, adapter_path: str, weight: float = 1.0):
+    """`model` with a saved adapter applied, its low-rank update scaled by `weight` (1: as
+    trained)."""
     from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
 
-    return PeftModel.from_pretrained(model, adapter_path)
+    model = PeftModel.from_pretrained(model, adapter_path)
+    if weight != 1.0:
+        for module in model.modules():
+            if isinstance(module, LoraLayer):
+                module.set_scale("default", weight)
+    return model
 
 
 def merged(model_with_adapter):

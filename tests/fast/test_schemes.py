@@ -1,0 +1,119 @@
+"""Schemes, methods and options that go together, refused before any engine starts."""
+
+import json
+
+import pytest
+
+from thrifty.compress import schemes
+from thrifty.core import hardware
+from thrifty.core.errors import BadInput
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Set what the hardware probes report: GPU compute capabilities and CPU flags."""
+    def set_machine(capabilities=(), flags=()):
+        monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: tuple(capabilities))
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    return set_machine
+
+
+def test_scheme_names_forgive_case_and_dashes():
+    assert schemes.scheme_named("fp8-dynamic") == "FP8_DYNAMIC"
+    assert schemes.scheme_named(" w8a8 ") == "W8A8"
+
+
+def test_unknown_scheme_suggests_the_closest_and_lists_all(isolated_home, run_cli,
+                                                           model_folder, tmp_path):
+    result = run_cli("quantize", model_folder, "--out", tmp_path / "out", "--scheme", "W8A9")
+    assert result.exit_code == 2
+    assert "Did you mean W8A8?" in result.output
+    assert all(name in result.output for name in schemes.SCHEMES)
+    assert not (tmp_path / "out").exists()
+
+
+def test_w8a8_defaults_to_smoothquant_then_gptq_on_calibration_data():
+    recipe = schemes.resolve("W8A8", None, None, "auto", None)
+    assert (recipe.method, recipe.bits, recipe.needs_data) == ("gptq", 8, True)
+    assert recipe.smoothquant == schemes.DEFAULT_SMOOTHQUANT
+
+
+def test_smoothquant_zero_turns_it_off_and_rtn_then_needs_no_data():
+    recipe = schemes.resolve("W8A8", "rtn", None, "auto", 0.0)
+    assert recipe.smoothquant is None and not recipe.needs_data
+
+
+def test_fp8_schemes_default_to_rtn_and_only_static_scales_read_data():
+    dynamic = schemes.resolve("FP8_DYNAMIC", None, None, "auto", None)
+    static = schemes.resolve("FP8", None, None, "auto", None)
+    assert dynamic.method == static.method == "rtn"
+    assert not dynamic.needs_data and static.needs_data
+
+
+@pytest.mark.parametrize("scheme, method, bits, group, smooth, message", [
+    ("W4A16", None, None, "auto", 0.5, "--smoothquant moves activation outliers"),
+    ("FP8_DYNAMIC", None, None, "auto", 0.5, "does not quantize activations to INT8"),
+    ("FP8_DYNAMIC", "gptq", None, "auto", None, "--method rtn"),
+    ("W8A8", "awq", None, "auto", None, "AWQ protects salient weights"),
+    ("W8A8", None, 4, "auto", None, "--bits applies only"),
+    ("W8A8", None, None, 64, None, "--group-size does not apply"),
+])
+def test_options_that_do_not_fit_the_scheme(scheme, method, bits, group, smooth, message):
+    with pytest.raises(BadInput, match=message):
+        schemes.resolve(scheme, method, bits, group, smooth)
+
+
+def test_smoothquant_with_a_weight_only_scheme_fails_before_anything_is_written(
+        isolated_home, run_cli, model_folder, tmp_path):
+    result = run_cli("quantize", model_folder, "--out", tmp_path / "out", "--smoothquant", "0.5")
+    assert result.exit_code == 1
+    assert "--smoothquant" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_fp8_on_a_gpu_that_cannot_run_it_is_refused_with_the_way_out(
+        isolated_home, run_cli, model_folder, tmp_path, machine):
+    machine(capabilities=(7.5,))
+    result = run_cli("quantize", model_folder, "--out", tmp_path / "out", "--scheme", "FP8")
+    assert result.exit_code == 1
+    assert "compute capability 7.5" in result.output and "--no-verify" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_fp8_on_ampere_warns_of_weight_only_marlin(machine):
+    machine(capabilities=(8.0, 8.6))
+    assert "Marlin" in schemes.hardware_note("FP8_DYNAMIC")
+
+
+def test_fp8_on_hopper_and_w8a8_on_turing_need_no_warning(machine):
+    machine(capabilities=(9.0,))
+    assert schemes.hardware_note("FP8") is None
+    machine(capabilities=(7.5,))
+    assert schemes.hardware_note("W8A8") is None
+
+
+def test_w8a8_below_turing_is_refused(machine):
+    machine(capabilities=(7.0,))
+    with pytest.raises(BadInput, match="no INT8 kernels"):
+        schemes.hardware_note("W8A8")
+
+
+def test_fp8_on_a_cpu_without_amx_warns_of_the_fallback(machine):
+    machine(flags=("avx512f", "avx512_bf16"))
+    assert "AMX" in schemes.hardware_note("FP8_DYNAMIC")
+    machine(flags=("avx512f", "amx_tile", "amx_bf16"))
+    assert schemes.hardware_note("FP8_DYNAMIC") is None
+
+
+def test_weight_only_schemes_have_no_hardware_note(machine):
+    machine(capabilities=(6.1,))
+    assert schemes.hardware_note("W4A16") is None
