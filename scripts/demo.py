@@ -1,14 +1,16 @@
 """thrifty end to end on the offline default model, through its own CLI.
 
 Builds (or reuses) both engines, prepares SmolLM2-135M and the enwiki corpus, generates a
-completion in the vLLM engine, quantizes the model with GPTQ W4A16 (checked in vLLM), measures
-base and quantized perplexity and size in the compress engine, trains the demo LoRA adapters,
-serves the quantized model with them in vLLM's OpenAI-compatible server, hot-loads one more
-adapter, queries the base and every adapter, benchmarks the quantized and the unquantized model
-under the same adapter mix (HTML reports), compares them, probes the machine, calibrates the
-throughput model on the bf16 run, projects the monthly serving cost of both variants on every
-catalog GPU (markdown and HTML reports) and the cost of fine-tuning, distills the model into a
-student with half its layers (teacher signal captured with vLLM), and prints a summary.
+completion in the vLLM engine, quantizes the model with GPTQ W4A16 and with W8A8 (SmoothQuant +
+GPTQ; both checked in vLLM), measures base and quantized perplexity, KL divergence, top-1
+agreement and size in the compress engine and W8A8's offline speed against bf16's, trains the
+demo LoRA adapters, serves the quantized model with them in vLLM's OpenAI-compatible server,
+hot-loads one more adapter, queries the base and every adapter, benchmarks the quantized and
+the unquantized model under the same adapter mix (HTML reports), compares them, probes the
+machine, calibrates the throughput model on the bf16 run, projects the monthly serving cost of
+bf16, W4A16 and W8A8 on every catalog GPU (markdown and HTML reports) and the cost of fine-tuning,
+distills the model into a student with half its layers (teacher signal captured with vLLM), and
+prints a summary.
 Run it with `make demo`.
 """
 
@@ -31,6 +33,10 @@ PROMPT = "The three most important things to know about Wikipedia are"
 EVAL_TOKENS = 8192
 OUTPUT = Path(__file__).resolve().parent.parent / "demo-output"
 QUANTIZED = OUTPUT / "smollm2-135m-gptq-w4a16"
+W8A8 = OUTPUT / "smollm2-135m-w8a8"
+# Offline latency, bf16 against W8A8: one decode-bound and one batched case.
+LATENCY_ARGS = ("--batch-size", "1,16", "--input-tokens", "256", "--output-tokens", "64",
+                "--iterations", "3")
 ADAPTERS_DIR = OUTPUT / "adapters"  # the server's adapters folder
 SERVE_PROMPT = "The capital of"
 # The benchmark workload: traffic spread over three adapters and the base, two loads.
@@ -83,8 +89,13 @@ def main() -> None:
     quantized, quantize_s = thrifty("quantize", MODEL, "--method", "gptq", "--scheme", "W4A16",
                                     "--num-samples", "32", "--seq-len", "256",
                                     "--out", str(QUANTIZED), "--force")
-    evaluated, eval_s = thrifty("eval", MODEL, str(QUANTIZED), "--max-tokens", str(EVAL_TOKENS))
+    w8a8, w8a8_s = thrifty("quantize", MODEL, "--scheme", "W8A8", "--num-samples", "32",
+                           "--seq-len", "256", "--out", str(W8A8), "--force")
+    evaluated, eval_s = thrifty("eval", MODEL, str(QUANTIZED), str(W8A8), "--max-tokens",
+                                str(EVAL_TOKENS))
     eval_report.print_tables(evaluated["rows"], "enwiki", 1024, None)
+    speed = {label: thrifty("bench", "latency", "--model", model, *LATENCY_ARGS)[0]
+             for label, model in (("bf16", MODEL), ("W8A8", str(W8A8)))}
 
     demo_adapters, adapters_s = thrifty("adapters", "demo")
     served, serve_s = serve(demo_adapters)
@@ -98,7 +109,7 @@ def main() -> None:
     costs = cost_section(base_bench["run"])
     distilled, distill_s = thrifty("distill", *DISTILL_ARGS)
 
-    row, qrow = evaluated["rows"]
+    row, qrow, w8a8_row = evaluated["rows"]
     completion = generated["completions"][0]
     summary = Table(title="thrifty demo: SmolLM2-135M, offline", title_justify="left",
                     show_header=False)
@@ -127,6 +138,12 @@ def main() -> None:
     summary.add_row("perplexity, quantized",
                     f"{qrow['perplexity']:.2f} ({qrow['perplexity_delta_pct']:+.1f}% vs base)")
     summary.add_row("quantized against base (same tokens)", against_base(qrow["vs_base"]))
+    summary.add_row("quantized (W8A8: SmoothQuant 0.8, then GPTQ)",
+                    f"{W8A8}\nagainst base: {against_base(w8a8_row['vs_base'])}; "
+                    f"{w8a8_row['weights_bytes'] / 2**20:.0f} MiB; vLLM check: "
+                    f"{w8a8['verify_sample']!r}")
+    for line in speed_lines(speed):
+        summary.add_row(*line)
     summary.add_row("weights on disk",
                     f"{row['weights_bytes'] / 2**20:.0f} MiB -> {qrow['weights_bytes'] / 2**20:.0f}"
                     f" MiB ({row['weights_bytes'] / qrow['weights_bytes']:.2f}x smaller; "
@@ -172,21 +189,39 @@ def main() -> None:
                     f"bytes/token; {DISTILLED}/report.md")
     summary.add_row("step times", f"setup {setup_s:.0f} s, model {model_s:.0f} s, corpus "
                                   f"{corpus_s:.0f} s, generate {generate_s:.0f} s, quantize "
-                                  f"{quantize_s:.0f} s, eval {eval_s:.0f} s, adapters "
-                                  f"{adapters_s:.0f} s, serve, query and bench {serve_s:.0f} s, "
+                                  f"{quantize_s:.0f} s, W8A8 {w8a8_s:.0f} s, eval {eval_s:.0f} s, "
+                                  f"adapters {adapters_s:.0f} s, serve, query and bench "
+                                  f"{serve_s:.0f} s, "
                                   f"bench bf16 {base_bench_s:.0f} s, distill {distill_s:.0f} s")
     summary.add_row("run records", f"{generated['run']}\n{quantized['run']}\n{evaluated['run']}"
                                    f"\n{served['ready']['run']}")
     console.print(summary)
 
 
+def speed_lines(speed: dict) -> list[tuple[str, str]]:
+    """Offline latency per case, bf16 against W8A8 (measured here, 3 runs each; medians)."""
+    lines = []
+    for base, fast in zip(speed["bf16"]["cases"], speed["W8A8"]["cases"], strict=True):
+        lines.append((
+            f"speed, batch {base['batch_size']} ({base['input_tokens']} in, "
+            f"{base['output_tokens']} out; measured)",
+            f"decode step bf16 {base['decode_step_ms_mean']:.1f} ms, W8A8 "
+            f"{fast['decode_step_ms_mean']:.1f} ms "
+            f"({base['decode_step_ms_mean'] / fast['decode_step_ms_mean']:.2f}x); prefill "
+            f"{base['prefill_ms_median']:.0f} vs {fast['prefill_ms_median']:.0f} ms; "
+            f"{base['output_throughput_tokens_per_s']:.0f} vs "
+            f"{fast['output_throughput_tokens_per_s']:.0f} output tokens/s"))
+    return lines
+
+
 def cost_section(bf16_bench_run: str) -> dict:
     """Probe this machine, calibrate the throughput model on the bf16 bench run, then cost the
-    default model's variants (bf16 and the real W4A16 checkpoint) on every catalog GPU."""
+    default model's variants (bf16 and the real W4A16 and W8A8 checkpoints) on every catalog
+    GPU."""
     doctor, _ = thrifty("doctor", "--probe")
     calibration, _ = thrifty("cost", "calibrate", bf16_bench_run)
     thrifty("cost", "calibrate", bf16_bench_run, as_json=False)
-    plan_args = ("cost", MODEL, str(QUANTIZED), "--variants", "bf16", *COST_ARGS)
+    plan_args = ("cost", MODEL, str(QUANTIZED), str(W8A8), "--variants", "bf16", *COST_ARGS)
     plan, _ = thrifty(*plan_args)
     thrifty(*plan_args, "--markdown", str(COST_MD), "--html", str(COST_HTML), "--force",
             "--top", "8", as_json=False)

@@ -82,16 +82,18 @@ def test_smoothquant_with_a_weight_only_scheme_fails_before_anything_is_written(
 
 def test_fp8_on_a_gpu_that_cannot_run_it_is_refused_with_the_way_out(
         isolated_home, run_cli, model_folder, tmp_path, machine):
-    machine(capabilities=(7.5,))
+    machine(capabilities=(7.0,))
     result = run_cli("quantize", model_folder, "--out", tmp_path / "out", "--scheme", "FP8")
     assert result.exit_code == 1
-    assert "compute capability 7.5" in result.output and "--no-verify" in result.output
+    assert "compute capability 7" in result.output and "--no-verify" in result.output
     assert not (tmp_path / "out").exists()
 
 
-def test_fp8_on_ampere_warns_of_weight_only_marlin(machine):
+def test_fp8_on_turing_and_ampere_warns_of_weight_only_marlin(machine):
     machine(capabilities=(8.0, 8.6))
     assert "Marlin" in schemes.hardware_note("FP8_DYNAMIC")
+    machine(capabilities=(7.5,))
+    assert "Marlin" in schemes.hardware_note("FP8")
 
 
 def test_fp8_on_hopper_and_w8a8_on_turing_need_no_warning(machine):
@@ -101,8 +103,9 @@ def test_fp8_on_hopper_and_w8a8_on_turing_need_no_warning(machine):
     assert schemes.hardware_note("W8A8") is None
 
 
-def test_w8a8_below_turing_is_refused(machine):
-    machine(capabilities=(7.0,))
+@pytest.mark.parametrize("capability", [7.0, 10.0, 12.0])
+def test_w8a8_below_turing_or_on_blackwell_is_refused(machine, capability):
+    machine(capabilities=(capability,))
     with pytest.raises(BadInput, match="no INT8 kernels"):
         schemes.hardware_note("W8A8")
 

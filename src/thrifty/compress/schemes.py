@@ -17,10 +17,12 @@ __all__ = ["SCHEMES", "Recipe", "resolve", "scheme_named", "hardware_note"]
 # llm-compressor's INT8 W8A8 example (SmoothQuantModifier(smoothing_strength=0.8), then GPTQ).
 DEFAULT_SMOOTHQUANT = 0.8
 CALIBRATED_METHODS = ("gptq", "awq")
-# vLLM's FP8 kernels: FP8 tensor cores from compute capability 8.9 (Ada, Hopper); on 8.0-8.6
-# (Ampere) FP8 checkpoints run as weight-only FP8 through Marlin; below 8.0 not at all.
-FP8_FAST_CC, FP8_ANY_CC = 8.9, 8.0
-INT8_ANY_CC = 7.5  # INT8 W8A8 (cutlass scaled_mm) from Turing on
+# vLLM 0.32's quantization docs (features/quantization/llm_compressor/fp8.md, int8_w8a8.md):
+# FP8 computation from compute capability 8.9 (Ada, Hopper, Blackwell); from 7.5 (Turing,
+# Ampere) FP8 checkpoints run as weight-only W8A16 through FP8 Marlin; below 7.5 not at all.
+# INT8 W8A8 from 7.5, but not on 10.0 and later (Blackwell).
+FP8_FAST_CC, FP8_ANY_CC = 8.9, 7.5
+INT8_CC_RANGE = (7.5, 10.0)
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,10 @@ def _gpu_note(scheme_name: str, scheme: Scheme, cc: float) -> str | None:
             return (f"{scheme_name} on compute capability {cc:g}: no FP8 tensor cores (they "
                     f"start at {FP8_FAST_CC:g}), so vLLM runs the checkpoint as weight-only FP8 "
                     "through Marlin: memory is saved, compute is not.")
-    elif cc < INT8_ANY_CC:
+    elif not INT8_CC_RANGE[0] <= cc < INT8_CC_RANGE[1]:
         raise BadInput(f"This machine's GPU (compute capability {cc:g}) has no INT8 kernels for "
-                       f"W8A8 in vLLM (they need {INT8_ANY_CC:g} or later). Use --scheme W4A16 "
-                       "or W8A16 here, or make the checkpoint for another machine with "
+                       f"W8A8 in vLLM (they run on {INT8_CC_RANGE[0]:g} up to, not including, "
+                       f"{INT8_CC_RANGE[1]:g}). Use --scheme FP8_DYNAMIC on Blackwell, W4A16 or "
+                       "W8A16 on older GPUs, or make the checkpoint for another machine with "
                        "--no-verify.")
     return None
