@@ -144,6 +144,16 @@ def _load_model(params: dict, events: Events):
     return model
 
 
+def _modifiers(params: dict, group_size: int | None) -> list:
+    from thrifty.libs import llmc
+
+    gptq = params["method"] == "gptq"
+    groups = llmc.scheme_groups(params["scheme"], params["bits"], params["symmetric"],
+                                group_size, params["actorder"] if gptq else None)
+    return llmc.recipe(params["method"], groups, IGNORED_LAYERS, params["actorder"],
+                       params["dampening_frac"], params["block_size"], params.get("smoothquant"))
+
+
 def quantize(params: dict, events: Events) -> dict:
     """Calibrate and save a compressed-tensors checkpoint into params['out_dir']."""
     from thrifty.libs import hf, llmc
@@ -167,13 +177,7 @@ def quantize(params: dict, events: Events) -> dict:
                                       params.get("seed", 0), prefix)
 
     model = _load_model(params, events)
-    modifiers = llmc.recipe(
-        params["method"],
-        llmc.scheme_groups(params["scheme"], params["bits"], params["symmetric"],
-                           decided["group_size"],
-                           params["actorder"] if params["method"] == "gptq" else None),
-        IGNORED_LAYERS, params["actorder"], params["dampening_frac"], params["block_size"],
-        params.get("smoothquant"))
+    modifiers = _modifiers(params, decided["group_size"])
     total = decided["decoder_layers_count"] + 1  # + the final norm / head subgraph
     stage = f"{params['method'].upper()} calibration"
     events.progress(stage, 0, total, "layers")
