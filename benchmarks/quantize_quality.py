@@ -35,17 +35,17 @@ SCHEMES = {"sym": "W4A16", "asym": "W4A16_ASYM"}
 METHODS = ("rtn", "gptq", "awq")
 
 
-def configs(seeds: int, bits_list: tuple[int, ...], calibration: tuple[int, int],
+def configs(seeds: dict[int, int], calibration: tuple[int, int],
             large: tuple[int, int] | None) -> list[dict]:
     """One checkpoint per method, bits, scheme and (for calibrated methods) seed; with `large`,
     also 4-bit GPTQ of each scheme calibrated on that many samples x tokens (one seed: GPTQ at
     `thrifty quantize`'s default calibration; AWQ's grid search at that size takes over an
     hour on two CPU cores)."""
     out = []
-    for bits in bits_list:
+    for bits, bits_seeds in seeds.items():
         for sym, scheme in SCHEMES.items():
             for method in METHODS:
-                for seed in range(1 if method == "rtn" else seeds):
+                for seed in range(1 if method == "rtn" else bits_seeds):
                     label = f"{method}-w{bits}-{sym}" + ("" if method == "rtn" else f"-s{seed}")
                     out.append({"label": label, "method": method, "bits": bits, "sym": sym,
                                 "scheme": scheme, "seed": seed, "calibration": calibration})
@@ -178,7 +178,9 @@ def markdown(result: dict) -> str:
     lines = [
         "# Quantization quality: SmolLM2-135M", "",
         f"Calibration: {s['samples']} samples × {s['seq_len']} tokens from the enwiki "
-        f"calibration split, drawn with seeds 0–{s['seeds'] - 1} (`thrifty quantize --seed`). "
+        f"calibration split, drawn with seeds 0–{s['seeds'] - 1} (`thrifty quantize --seed`)"
+        + (f"; at 3 bits {s['seeds_3bit']} seed(s)" if s.get("seeds_3bit") not in
+           (None, s["seeds"]) else "") + ". "
         f"Evaluation: `thrifty eval` on the first {base['eval_tokens']:,} tokens of the enwiki "
         f"evaluation split ({base['scored_tokens']:,} scored, windows of 1024, prefix "
         f"{base['prefix_ids'] or 'none'}), the same tokens for every model; base perplexity "
@@ -241,6 +243,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, to try the script")
     parser.add_argument("--seeds", type=int, default=3, help="calibration seeds per method")
+    parser.add_argument("--seeds-3bit", type=int,
+                        help="calibration seeds per method at 3 bits (default: --seeds)")
     parser.add_argument("--samples", type=int, default=16, help="calibration samples")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample")
     parser.add_argument("--large", default="128x512",
@@ -262,8 +266,8 @@ def main() -> None:
         args.seeds, args.samples, args.seq_len, args.eval_tokens = 2, 4, 64, 1024
         args.large = "8x64"
     large = tuple(int(n) for n in args.large.split("x")) if args.large else None
-    todo = configs(args.seeds, (4,) if args.quick else (4, 3), (args.samples, args.seq_len),
-                   large)
+    seeds = {4: args.seeds} if args.quick else {4: args.seeds, 3: args.seeds_3bit or args.seeds}
+    todo = configs(seeds, (args.samples, args.seq_len), large)
     work = Path(args.work) / ("quick" if args.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     fp = common.fingerprint()
@@ -273,7 +277,8 @@ def main() -> None:
     best = best_four_bit(summaries)
     result = {"machine": common.machine_text(fp), "fingerprint": fp,
               "settings": {"samples": args.samples, "seq_len": args.seq_len,
-                           "seeds": args.seeds, "eval_tokens": args.eval_tokens,
+                           "seeds": args.seeds, "seeds_3bit": seeds.get(3),
+                           "eval_tokens": args.eval_tokens,
                            "large": args.large},
               "summaries": summaries, "best_four_bit": best, "eval_rows": evaluated["rows"],
               "eval_run": evaluated["run"],
