@@ -1,5 +1,6 @@
-"""`thrifty quantize BASE --adapter DIR`: every adapter that cannot be merged into BASE is
-refused before any engine starts, and nothing is written."""
+"""`thrifty quantize BASE --adapter DIR` and `thrifty eval BASE+DIR`: every adapter that cannot
+be merged into or applied over BASE is refused before any engine starts, and nothing is
+written."""
 
 import pytest
 from safetensors_files import LLAMA, make_adapter, make_base
@@ -54,3 +55,24 @@ def test_adapter_with_pickle_weights_only_is_refused(isolated_home, run_cli, bas
     adapter = make_adapter(tmp_path / "a", weights=False)
     (adapter / "adapter_model.bin").write_bytes(b"\x80\x04")
     assert "only pickle weights" in refused(run_cli, base, adapter, tmp_path / "out")
+
+
+def test_eval_of_a_model_plus_a_missing_adapter_is_refused(isolated_home, run_cli, base,
+                                                           tmp_path):
+    result = run_cli("eval", f"{base}+{tmp_path / 'nowhere'}")
+    assert result.exit_code == 1 and "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_eval_of_an_adapter_over_another_base_is_refused(isolated_home, run_cli, base, tmp_path):
+    adapter = make_adapter(tmp_path / "a", spec={**LLAMA, "hidden": 128})
+    result = run_cli("eval", str(base), f"{base}+{adapter}")
+    assert result.exit_code == 1 and "does not fit the base model" in result.output
+
+
+def test_a_path_with_a_plus_in_its_name_is_a_model_not_an_adapter(tmp_path):
+    from thrifty.compress.commands import _split_adapter
+
+    odd = make_base(tmp_path / "c++model")
+    assert _split_adapter(str(odd)) == (str(odd), None)
+    assert _split_adapter("smollm2-135m+/a/b") == ("smollm2-135m", "/a/b")
