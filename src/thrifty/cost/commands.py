@@ -195,6 +195,10 @@ def cost_group() -> None:
               help="A bench run of one MODEL on one catalog GPU: its measured SLO-compliant "
                    "throughput replaces the modelled one for that option.")
 @click.option("--bench-gpu", help="The catalog GPU the --bench run ran on.")
+@click.option("--quality", "quality_run", type=click.Path(), metavar="EVAL_RUN",
+              help="A `thrifty eval` run of the models costed here: each checkpoint's KL "
+              "divergence, top-1 agreement and Δ log-perplexity (measured) are shown beside "
+              "its dollars.")
 @tensor_parallel_option
 @click.option("--hours-per-week", type=float, default=168, show_default=True,
               help="Hours of use per week, for buy-vs-rent.")

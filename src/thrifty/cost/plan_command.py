@@ -16,6 +16,7 @@ from thrifty.cost import report as cost_report
 from thrifty.cost.command_options import Variant, load_shapes, split_names, warn_stale
 from thrifty.cost.fit import check_tensor_parallel
 from thrifty.cost.perf_model import Efficiency, efficiency_for
+from thrifty.formats import eval_result
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class CostPlanConfig:
     force: bool
     catalog_file: str | None
     as_json: bool
+    quality_run: str | None = None
 
 
 def parse_efficiency(text: str) -> Efficiency:
@@ -91,7 +93,8 @@ def run_plan(config: CostPlanConfig) -> None:
     limits, slo = parse_limits(config.slo_text)
     eff = choose_efficiency(config.calibration_file, config.efficiency_text)
     cat = catalog.load(config.catalog_file)
-    options = build_options(config, cat, eff, traffic, slo)
+    quality = eval_result.load_quality(config.quality_run) if config.quality_run else None
+    options = build_options(config, cat, eff, traffic, slo, quality)
     ranked = serving.rank(options, config.pricing)
     own = serving.Ownership(years=config.years, usd_per_kwh=config.usd_per_kwh)
     report = cost_report.build(ranked, traffic, slo, config.pricing, eff, cat, config.models,
@@ -102,6 +105,8 @@ def run_plan(config: CostPlanConfig) -> None:
                   "tensor_parallel": config.tensor_parallel}
     run_path = write_reports(config, report, run_config)
     report["run"] = str(run_path)
+    report["quality"] = ({"run": quality["run"], "reference": quality["reference"]}
+                         if quality else None)
     if config.as_json:
         emit_json(report)
     else:
@@ -143,7 +148,8 @@ def parse_limits(slo_text: str) -> tuple[dict[str, float], serving.Slo]:
 
 
 def build_options(config: CostPlanConfig, cat: catalog.Catalog, eff: Efficiency | None,
-                  traffic: serving.Traffic, slo: serving.Slo) -> list[serving.Option]:
+                  traffic: serving.Traffic, slo: serving.Slo,
+                  quality: dict | None = None) -> list[serving.Option]:
     """Every GPU x model variant, modelled (or measured with --bench); at least one must fit.
     A variant thrifty cannot produce is modelled but not ranked."""
     gpus = cat.select(split_names(config.gpu_names))
@@ -157,6 +163,7 @@ def build_options(config: CostPlanConfig, cat: catalog.Catalog, eff: Efficiency 
                                          gpu_efficiency(eff, gpu, cat), cat, traffic, slo,
                                          context, config.tensor_parallel)
             option.problem = variant.not_made() or option.problem
+            option.quality = _evaluated(variant, quality)
             options.append(option)
     if config.bench_run:
         bench = BenchContext(cat, eff, slo, traffic, config.tensor_parallel)
@@ -172,6 +179,15 @@ def build_options(config: CostPlanConfig, cat: catalog.Catalog, eff: Efficiency 
                        f"any catalog GPU offers (the smallest needs about {need:.0f} GiB). Add a "
                        "quantized variant (--variants w4a16) or a larger GPU (--catalog).")
     return options
+
+
+def _evaluated(variant: Variant, quality: dict | None) -> dict | None:
+    """The variant's quality from `thrifty eval`, where the variant is the evaluated checkpoint
+    itself (a checkpoint as it is, or an unquantized model's bf16/fp16), not one modelled from
+    it."""
+    if not quality or (variant.modelled and variant.shape.weight_bits < 16):
+        return None
+    return eval_result.quality_of(quality, variant.model)
 
 
 def smallest_groups(options: list[serving.Option]) -> str:

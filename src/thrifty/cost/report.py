@@ -80,7 +80,7 @@ def print_terminal(report: dict, top: int) -> None:
         more = [f"... and {len(blocked) - 6} more (cost.md lists them all)"] \
             if len(blocked) > 6 else []
         print("\n".join(["Not ranked:", *[f"- {line}" for line in blocked[:6]], *more]))
-    for line in efficiency_lines(report):
+    for line in efficiency_lines(report) + quality_lines(report):
         print(line)
     for b in report["buy_vs_rent"][:1]:
         if b.get("available"):
@@ -104,7 +104,7 @@ def markdown(report: dict) -> str:
         f"- Ranked by {report['pricing']} price; $/month at {report['hours_per_month']} h",
         f"- GPUs per replica (TP): {report['tensor_parallel']['text']}",
         f"- {report['note']}",
-        *(f"- {line}" for line in efficiency_lines(report)),
+        *(f"- {line}" for line in efficiency_lines(report) + quality_lines(report)),
         "",
         "| rank | GPU | model | TP | replicas | GPUs | TTFT ms | TPOT ms | utilisation | "
         "$/month on-demand | spot | reserved | $/1M input | $/1M output | figures | price source |",
@@ -194,6 +194,31 @@ def html(report: dict) -> str:
             f"<h2>Ranking</h2>{ranking}<footer>thrifty cost · modelled unless marked measured · "
             f"prices dated in the catalog</footer>")
     return page("thrifty cost", body)
+
+
+def quality_lines(report: dict) -> list[str]:
+    """Each costed checkpoint's quality from `cost --quality` (measured by `thrifty eval`)."""
+    if not report.get("quality"):
+        return []
+    lines = [f"Quality, measured by `thrifty eval` against {report['quality']['reference']} "
+             f"({report['quality']['run']}):"]
+    seen = set()
+    for row in report["options"]:
+        q = row.get("quality")
+        if not q or q["label"] in seen:
+            continue
+        seen.add(q["label"])
+        head = f"  {row['model']} {row['variant']}: perplexity {q['perplexity']:.2f}"
+        lines.append(head + (" (the reference)" if q["reference"] else
+                             f", KL divergence {q['kld_mean']:.3f} nats, top-1 agreement "
+                             f"{q['top1_agreement_pct']:.1f}%, Δ log-perplexity "
+                             f"{q['delta_log_ppl']:+.3f}" if q["kld_mean"] is not None else
+                             " (not compared: another tokenizer)"))
+    missing = sorted({r["model"] for r in report["options"]}
+                     - {r["model"] for r in report["options"] if r.get("quality")})
+    if missing:
+        lines.append(f"  not in that run (or only modelled variants): {', '.join(missing)}")
+    return lines
 
 
 def efficiency_lines(report: dict) -> list[str]:

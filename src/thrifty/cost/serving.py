@@ -111,6 +111,7 @@ class Option:
     prices: dict[str, Price | None] = field(default_factory=dict)
     input_share: float = 0.5  # share of GPU time spent on prompts
     problem: str = ""  # why this option cannot serve the traffic
+    quality: dict | None = None  # the checkpoint's evaluated quality (cost --quality)
 
     @property
     def gpus(self) -> int:
@@ -241,6 +242,7 @@ def option_row(option: Option, traffic: Traffic, kind: str) -> dict:
         "gpu": option.gpu.id, "gpu_name": option.gpu.name, "variant": option.variant,
         "model": option.shape.name, "precision": option.shape.precision,
         "figures": option.source, "problem": option.problem or None,
+        "quality": option.quality,
         "efficiency": option.efficiency.as_dict() if option.efficiency else None,
         "tensor_parallel": option.fit.tensor_parallel,
         "tensor_parallel_chosen_by": option.fit.tp_chosen_by,
