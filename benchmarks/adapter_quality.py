@@ -22,7 +22,6 @@ from common import thrifty
 from thrifty.assets import corpora
 from thrifty.serve import demo_adapters
 
-HERE = Path(__file__).resolve().parent
 MODEL = "smollm2-135m"
 SCHEMES = {"w4a16": ["--scheme", "W4A16"], "w8a8": ["--scheme", "W8A8"]}
 
@@ -110,9 +109,7 @@ def main() -> None:
     result = {"machine": common.machine_text(fp), "fingerprint": fp,
               "settings": {"calibration": " ".join(calibration), "eval_tokens": args.eval_tokens},
               "adapters": measured}
-    (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "results" / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write_result(name, result, markdown)
 
 
 if __name__ == "__main__":

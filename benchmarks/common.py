@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from thrifty.core import runs
 
@@ -27,3 +28,20 @@ def machine_text(fp: dict) -> str:
     gpus = ", ".join(g["name"] for g in hw["gpus"]) or "none"
     return (f"{hw['cpu_model']}, {hw['cpu_cores']} cores, {hw['ram_total_gib']} GiB RAM, "
             f"GPUs: {gpus}; thrifty {fp['git_revision'] or fp['thrifty_version']}")
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_result(name: str, result: dict, markdown) -> None:
+    """results/NAME.json and its rendering results/NAME.md; the markdown is printed too."""
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
+def render_again(name: str, markdown) -> None:
+    """Rewrite results/NAME.md from the committed results/NAME.json (--render-only)."""
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    (RESULTS / f"{name}.md").write_text(markdown(result))

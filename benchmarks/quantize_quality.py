@@ -259,8 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     name = "quantize_quality-quick" if args.quick else "quantize_quality"
     if args.render_only:
-        result = json.loads((HERE / "results" / f"{name}.json").read_text())
-        (HERE / "results" / f"{name}.md").write_text(markdown(result))
+        common.render_again(name, markdown)
         return
     if args.quick:
         args.seeds, args.samples, args.seq_len, args.eval_tokens = 2, 4, 64, 1024
@@ -288,9 +287,7 @@ def main() -> None:
               "mmlu": mmlu(work, best, args.mmlu) if args.mmlu else None,
               "overhead": (overhead(work, args.overhead_rounds, args.samples, args.seq_len)
                            if args.overhead_rounds else None)}
-    (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "results" / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write_result(name, result, markdown)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from pathlib import Path
 import common
 from common import thrifty
 
-HERE = Path(__file__).resolve().parent
 MODEL = "smollm2-135m"
 # scheme -> thrifty quantize arguments (calibration kept small enough for two CPU cores)
 SCHEMES = {
@@ -162,8 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     name = "scheme_speed-quick" if args.quick else "scheme_speed"
     if args.render_only:
-        result = json.loads((HERE / "results" / f"{name}.json").read_text())
-        (HERE / "results" / f"{name}.md").write_text(markdown(result))
+        common.render_again(name, markdown)
         return
     settings = {"repetitions": args.repetitions, "input_tokens": 256, "output_tokens": 64,
                 "iterations": 3, "concurrency": "1,4,16", "requests": 32,
@@ -190,9 +188,7 @@ def main() -> None:
     result = {"machine": common.machine_text(fp), "fingerprint": fp, "settings": settings,
               "checkpoints": models, "quality": judged, "repetitions": reps, "speed": speed,
               "goal": goal}
-    (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "results" / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write_result(name, result, markdown)
 
 
 if __name__ == "__main__":

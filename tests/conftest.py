@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -29,3 +31,14 @@ def run_cli():
 def cat(isolated_home):
     """The shipped GPU catalog, read with an empty THRIFTY_HOME (no user overrides)."""
     return catalog.load()
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    """A model folder that passes thrifty's checks of a local model (config.json, safetensors)
+    without weights: enough for everything refused before an engine starts."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder

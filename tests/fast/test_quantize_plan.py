@@ -1,6 +1,5 @@
 """Quantization choices and bad input caught before any engine starts."""
 
-import json
 
 import pytest
 
@@ -62,15 +61,6 @@ def test_calibration_samples_start_with_the_prefix_and_the_seed_changes_the_draw
 def test_calibration_needs_some_text():
     with pytest.raises(BadInput, match="no usable text"):
         calibration_samples(CharTokenizer(), ["short"], num_samples=4, seq_len=64)
-
-
-@pytest.fixture
-def model_folder(tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (folder / "model.safetensors").write_bytes(b"")
-    return folder
 
 
 def test_existing_output_needs_force(isolated_home, run_cli, model_folder, tmp_path):

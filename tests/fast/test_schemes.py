@@ -1,21 +1,11 @@
 """Schemes, methods and options that go together, refused before any engine starts."""
 
-import json
 
 import pytest
 
 from thrifty.compress import schemes
 from thrifty.core import hardware
 from thrifty.core.errors import BadInput
-
-
-@pytest.fixture
-def model_folder(tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (folder / "model.safetensors").write_bytes(b"")
-    return folder
 
 
 @pytest.fixture
