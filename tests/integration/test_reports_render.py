@@ -92,7 +92,6 @@ def test_cost_chart_renders_in_chromium(isolated_home, run_cli, tmp_path):
     [(_, points)] = drawn_charts(dom.stdout).items()
     [(_, traces, _)] = plots(page.read_text())
     assert points == sum(len(t["x"]) for t in traces) > 10  # every option drawn
-    # one legend entry per ranked variant (bf16, w4a16; w8a8 is listed as not ranked, since
-    # thrifty cannot make it yet), not one per point
+    # one legend entry per ranked variant (the default bf16, w8a8, w4a16), not one per point
     ranked = {t["name"] for t in traces}
-    assert len(ranked) == 2 and dom.stdout.count('class="legendtext"') == len(ranked)
+    assert len(ranked) == 3 and dom.stdout.count('class="legendtext"') == len(ranked)

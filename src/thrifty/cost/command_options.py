@@ -58,18 +58,9 @@ class Variant:
         if not self.modelled or precision == "bf16" or precision in quantize_manifest.precisions():
             return ""
         made = ", ".join(sorted(quantize_manifest.precisions()))
-        tool = MADE_BY.get(precision, "llm-compressor (a compressed-tensors checkpoint)")
         return (f"`thrifty quantize` cannot make {precision} yet (it makes {made}); "
-                f"make it with {tool}, then cost that checkpoint")
-
-
-# Who makes the variants `thrifty quantize` does not (checked against their documentation)
-MADE_BY = {
-    "w8a8": "llm-compressor's INT8 W8A8 recipe (SmoothQuantModifier, then GPTQModifier with "
-            "scheme=\"W8A8\")",
-    "fp8": "llm-compressor's FP8_DYNAMIC scheme (QuantizationModifier, no calibration data) or "
-           "vLLM's online FP8 quantization (`vllm serve MODEL --quantization fp8`)",
-}
+                "make it with llm-compressor (a compressed-tensors checkpoint), then cost that "
+                "checkpoint")
 
 
 def load_shapes(model_refs: tuple[str, ...], variants: list[str] | None) -> list[Variant]:
