@@ -64,3 +64,13 @@ def test_secrets_are_not_recorded(monkeypatch):
                                      "--api-key=s3cret", "--port", "1"])
     recorded = str(runs.fingerprint())
     assert "s3cret" not in recorded and "--port" in recorded
+
+
+def test_secret_option_values_are_masked_and_token_counts_kept():
+    from thrifty.core.runs import redact_argv
+
+    argv = ["thrifty", "bench", "--api-key", "sk-1", "--hf-token=hf_2", "--max-tokens", "512",
+            "--eval-tokens=4096", "--password", "pw"]
+    assert redact_argv(argv) == ["thrifty", "bench", "--api-key", "***", "--hf-token=***",
+                                 "--max-tokens", "512", "--eval-tokens=4096", "--password",
+                                 "***"]

@@ -99,7 +99,8 @@ def fingerprint(engines_used: tuple[str, ...] = ()) -> dict:
     }
 
 
-SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+# "TOKEN" but not "TOKENS": --hf-token is a secret, --max-tokens a count worth keeping
+SECRET_NAME = re.compile(r"KEY|TOKEN(?!S)|SECRET|PASSWORD", re.IGNORECASE)
 
 
 def redact_argv(argv: list[str]) -> list[str]:
