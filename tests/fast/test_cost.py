@@ -568,3 +568,13 @@ def test_an_efficiency_no_measured_step_depends_on_stays_finite(cat):
     assert report["worst_error_pct"] < 3, report["points"]
     assert fitted.compute == pytest.approx(0.5, rel=0.1)
     assert 0.05 < fitted.memory < 20
+
+
+def test_w8a8_is_not_an_option_where_vllm_has_no_int8_kernel(isolated_home, run_cli):
+    # vLLM's INT8 W8A8 kernels stop before Blackwell: the B200's datasheet INT8 rate must not
+    # rank a variant vLLM cannot run there; FP8 is the 8-bit choice on it
+    report = cost_json(run_cli, "llama-3.1-8b", "--requests-per-day", "100000", "--variants",
+                       "w8a8,fp8", "--gpu", "b200,h100-sxm")
+    problems = {(r["gpu"], r["variant"]): r.get("problem") or "" for r in report["options"]}
+    assert "no INT8 W8A8 kernel" in problems[("b200", "w8a8")]
+    assert problems[("b200", "fp8")] == problems[("h100-sxm", "w8a8")] == ""

@@ -25,7 +25,7 @@ HOURS_PER_MONTH = 730  # 8,760 hours a year / 12, the convention of cloud price 
 GPU_FIELDS = {  # name -> (type, required)
     "id": (str, True), "name": (str, True), "vendor": (str, True),
     "memory_gib": (float, True), "bandwidth_gb_s": (float, True),
-    "bf16_tflops": (float, True), "int8_tops": (float, True), "fp8_tflops": (float, False),
+    "bf16_tflops": (float, True), "int8_tops": (float, False), "fp8_tflops": (float, False),
     "tdp_w": (float, True), "interconnect": (str, True), "interconnect_gb_s": (float, True),
     "max_per_node": (int, False), "aliases": (list, False), "spec_source": (str, True),
     "notes": (str, False), "purchase_usd": (float, False), "purchase_date": (datetime.date, False),
@@ -49,12 +49,13 @@ class Gpu:
     memory_gib: float  # usable device memory as the driver reports it
     bandwidth_gb_s: float  # peak memory bandwidth, 1e9 bytes/s
     bf16_tflops: float  # dense (no 2:4 sparsity) bf16/fp16 tensor throughput
-    int8_tops: float  # dense int8 tensor throughput
     tdp_w: float
     interconnect: str
     interconnect_gb_s: float
     spec_source: str
     fp8_tflops: float | None = None  # None: no fp8 tensor cores
+    # dense int8 tensor throughput; None where vLLM has no INT8 W8A8 kernel (Blackwell)
+    int8_tops: float | None = None
     max_per_node: int = 8
     aliases: list[str] = field(default_factory=list)
     notes: str = ""

@@ -54,7 +54,7 @@ class Hardware:
     name: str
     bandwidth_gb_s: float
     bf16_tflops: float
-    int8_tops: float
+    int8_tops: float | None  # None: vLLM runs no INT8 W8A8 here
     fp8_tflops: float | None = None
     max_batched_tokens: int = 2048
     max_num_seqs: int = MAX_NUM_SEQS
@@ -73,6 +73,8 @@ class Hardware:
         """Time of a step's linear-layer FLOPs at peak: the share that runs at the 8-bit rate
         (W8A8, FP8) and the rest (16-bit activations, layers kept 16-bit) at the 16-bit rate."""
         low = shape.low_precision_flops_share()
+        if not low:  # 16-bit activations: the 8-bit rate (which may be absent) plays no part
+            return flops / (self.bf16_tflops * 1e12)
         return flops * (low / self.low_precision_rate(shape)
                         + (1 - low) / (self.bf16_tflops * 1e12))
 

@@ -188,6 +188,10 @@ def plan_option(gpu: Gpu, shape: ModelShape, variant: str, eff: Efficiency, cata
     if not fitted.fits:
         option.problem = fitted.reason
         return option
+    if shape.weight_format == "int" and shape.activation_bits <= 8 and gpu.int8_tops is None:
+        option.problem = (f"vLLM has no INT8 W8A8 kernel for the {gpu.id} (none for compute "
+                          "capability 10.0 and later); use fp8 there")
+        return option
     hw = Hardware.from_gpu(gpu)
     most = capacity(shape, hw, eff, fitted, traffic, slo)
     if most is None:
