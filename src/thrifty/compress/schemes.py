@@ -93,11 +93,18 @@ def hardware_note(scheme_name: str) -> str | None:
     capabilities = hardware.gpu_compute_capabilities()
     if capabilities:
         return _gpu_note(scheme_name, scheme, min(capabilities))
-    if scheme.weight_type == "float" and "amx_tile" not in hardware.cpu_flags():
-        return (f"{scheme_name} on this CPU: vLLM's CPU backend computes FP8 with AMX "
-                "instructions (Intel Sapphire Rapids and later), which this CPU lacks, so the "
-                "check and any serving run through a slow fallback, many times slower than "
-                "bf16. On this machine W8A8 is the scheme that buys speed.")
+    if scheme.weight_type == "float":
+        # vLLM 0.32's AMX FP8 kernel (scaled_mm/cpu.py) takes only weights scaled in blocks of
+        # 128 along K; per-channel or per-tensor FP8 weights go to a torch fallback
+        amx = "amx_tile" in hardware.cpu_flags()
+        return (f"{scheme_name} on this CPU: vLLM's CPU backend has no fast kernel for it "
+                + ("(its AMX FP8 kernel takes only weights scaled in blocks of 128; these are "
+                   "scaled per channel or tensor)" if amx else "(its FP8 kernel needs AMX, "
+                   "which this CPU lacks)")
+                + ", so the vLLM check and any serving here run through a torch fallback, "
+                "minutes per token (measured: benchmarks/results/scheme_speed.md). Make it with "
+                "--no-verify and check it on the GPU it will serve on; on a CPU, W8A8 is the "
+                "scheme that buys speed.")
     return None
 
 
