@@ -16,6 +16,7 @@ root on an otherwise idle machine:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -66,6 +67,21 @@ def quality(models: dict[str, str], eval_tokens: int) -> dict:
     return {"run": result["run"], "rows": {row["label"]: row for row in result["rows"]}}
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, read from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def probe(model: str) -> dict:
     """One tiny offline run (16 tokens in, 4 out, batch 1) under PROBE_LIMIT_S: whether it
     finished, and in how long. The whole process group is stopped at the limit."""
@@ -73,12 +89,15 @@ def probe(model: str) -> dict:
                "--batch-size", "1", "--input-tokens", "16", "--output-tokens", "4",
                "--iterations", "1", "--warmup-iterations", "0", "--json"]
     start = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = process.communicate(timeout=PROBE_LIMIT_S)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        # thrifty's engine jobs run in sessions of their own: stop every descendant, not
+        # only the CLI's process group
+        for pid in [process.pid, *descendants(process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.communicate()
         return {"finished": False, "limit_s": PROBE_LIMIT_S,
                 "seconds": round(time.monotonic() - start, 1)}
