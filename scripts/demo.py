@@ -1,7 +1,7 @@
 """thrifty end to end on the offline default model, through its own CLI.
 
 Builds (or reuses) both engines, prepares SmolLM2-135M and the enwiki corpus, generates a
-completion in the vLLM engine, quantizes the model with GPTQ W4A16 and with W8A8 (SmoothQuant +
+completion in the vLLM engine, quantizes the model with GPTQ W4A16_ASYM and with W8A8 (SmoothQuant +
 GPTQ; both checked in vLLM), measures base and quantized perplexity, KL divergence, top-1
 agreement and size in the compress engine and W8A8's offline speed against bf16's, trains the
 demo LoRA adapters, serves the quantized model with them in vLLM's OpenAI-compatible server,
@@ -86,8 +86,9 @@ def main() -> None:
     model, model_s = thrifty("models", "prepare", MODEL)
     corpus, corpus_s = thrifty("corpora", "prepare")
     generated, generate_s = thrifty("generate", MODEL, "--prompt", PROMPT, "--max-tokens", "40")
-    quantized, quantize_s = thrifty("quantize", MODEL, "--method", "gptq", "--scheme", "W4A16",
-                                    "--num-samples", "32", "--seq-len", "256",
+    quantized, quantize_s = thrifty("quantize", MODEL, "--method", "gptq",
+                                    "--scheme", "W4A16_ASYM", "--num-samples", "32",
+                                    "--seq-len", "256",
                                     "--out", str(QUANTIZED), "--force")
     w8a8, w8a8_s = thrifty("quantize", MODEL, "--scheme", "W8A8", "--num-samples", "32",
                            "--seq-len", "256", "--out", str(W8A8), "--force")
@@ -131,7 +132,7 @@ def main() -> None:
     summary.add_row("perplexity, base (enwiki evaluation split)",
                     f"{row['perplexity']:.2f} over {row['eval_tokens']} tokens "
                     f"({row['windows_count']} windows of 1024), {row['eval_s']} s")
-    summary.add_row("quantized (GPTQ W4A16)",
+    summary.add_row("quantized (GPTQ W4A16_ASYM)",
                     f"{QUANTIZED}\n{quantized['group_size_note']}; "
                     f"{quantized['calibration']['samples_count']} calibration samples; "
                     f"vLLM check: {quantized['verify_sample']!r}")
@@ -261,7 +262,7 @@ def serve(demo_adapters: list[dict]) -> tuple[dict, float]:
         completions = {model: client.complete(model, SERVE_PROMPT, 24).text.replace("\n", " ")
                        for model in (QUANTIZED.name, "history", "chemistry", "geography", "arts")}
         bench, _ = thrifty("bench", "--url", ready["url"], *BENCH_ARGS, "--label",
-                           "W4A16 + adapters")
+                           "W4A16_ASYM + adapters")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
