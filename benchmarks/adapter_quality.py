@@ -2,7 +2,7 @@
 
 For each demo adapter (trained on its own topical enwiki articles), on that adapter's own
 text: the adapter over the bf16 base is the reference; against it, `thrifty eval` measures
-the adapter unmerged over a W4A16 (GPTQ) and a W8A8 (SmoothQuant + GPTQ) base (`MODEL+ADAPTER`,
+the adapter unmerged over a W4A16_ASYM (GPTQ) and a W8A8 (SmoothQuant + GPTQ) base (`MODEL+ADAPTER`,
 as vLLM serves many adapters over one base), the adapter merged into the bf16 weights and then
 quantized to each scheme (`thrifty quantize --adapter`), and the base without the adapter (how
 far the adapter moves the model: the scale the quantization losses are read against).
@@ -23,7 +23,7 @@ from thrifty.assets import corpora
 from thrifty.serve import demo_adapters
 
 MODEL = "smollm2-135m"
-SCHEMES = {"w4a16": ["--scheme", "W4A16"], "w8a8": ["--scheme", "W8A8"]}
+SCHEMES = {"w4a16": ["--scheme", "W4A16_ASYM"], "w8a8": ["--scheme", "W8A8"]}
 
 
 def quantized(out: Path, args: list[str]) -> str:
