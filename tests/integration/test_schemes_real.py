@@ -77,14 +77,18 @@ def test_an_adapter_merged_then_quantized_and_over_a_quantized_base(tmp_path):
     assert manifest["adapter"]["path"] == str(adapter.resolve())
     assert len(manifest["adapter"]["weights_sha256"]) == 64 and manifest["adapter"]["rank"] > 0
     assert len(manifest["adapter"]["base_weights_sha256"]) == 64
-    base_w8a8 = tmp_path / "base-w8a8"
+    base_w8a8, base_w4 = tmp_path / "base-w8a8", tmp_path / "base-w4"
     thrifty_json("quantize", BASE, "--out", base_w8a8, *fast)
-    result = thrifty_json("eval", f"{BASE}+{adapter}", f"{base_w8a8}+{adapter}", merged, BASE,
-                          "--max-tokens", "2048")
+    # a packed 4-bit base loads as CompressedLinear, which peft cannot wrap: eval decompresses
+    thrifty_json("quantize", BASE, "--out", base_w4, "--method", "rtn", "--no-verify")
+    result = thrifty_json("eval", f"{BASE}+{adapter}", f"{base_w8a8}+{adapter}", merged,
+                          f"{base_w4}+{adapter}", BASE, "--max-tokens", "2048")
     labels = [row["label"] for row in result["rows"]]
-    assert labels == [f"{BASE}+chemistry", "base-w8a8+chemistry", "merged-w8a8", BASE]
-    over_quantized, merged_row, without = (row["vs_base"] for row in result["rows"][1:])
+    assert labels == [f"{BASE}+chemistry", "base-w8a8+chemistry", "merged-w8a8",
+                      "base-w4+chemistry", BASE]
+    over_quantized, merged_row, over_w4, without = (row["vs_base"] for row in result["rows"][1:])
     assert result["rows"][0]["adapter"] == str(adapter.resolve())
+    assert over_w4["kld_mean"] < without["kld_mean"]
     for close in (over_quantized, merged_row):
         assert close["kld_mean"] < without["kld_mean"] / 2
         assert close["top1_agreement_pct"] > without["top1_agreement_pct"]

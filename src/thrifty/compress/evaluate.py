@@ -57,7 +57,7 @@ def _evaluate_model(model_ref: dict, records: list[dict], params: dict, events: 
     events.status(f"loading {model_ref['name']}")
     started = time.monotonic()
     tokenizer = hf.load_tokenizer(model_ref["path"])
-    model = hf.load_causal_lm(model_ref["path"])
+    model = hf.load_causal_lm(model_ref["path"], dense=bool(model_ref.get("adapter_path")))
     if model_ref.get("adapter_path"):  # unmerged, over this base, as a server applies it
         from thrifty.libs import lora
 

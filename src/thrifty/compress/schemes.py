@@ -102,9 +102,9 @@ def hardware_note(scheme_name: str) -> str | None:
                    "scaled per channel or tensor)" if amx else "(its FP8 kernel needs AMX, "
                    "which this CPU lacks)")
                 + ", so the vLLM check and any serving here run through a torch fallback, "
-                "over a minute per token (measured: benchmarks/results/scheme_speed.md). Make it with "
-                "--no-verify and check it on the GPU it will serve on; on a CPU, W8A8 is the "
-                "scheme that buys speed.")
+                "over a minute per token (measured: benchmarks/results/scheme_speed.md). Make "
+                "it with --no-verify and check it on the GPU it will serve on; on a CPU, W8A8 "
+                "is the scheme that buys speed.")
     return None
 
 

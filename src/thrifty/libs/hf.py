@@ -20,12 +20,27 @@ def prefix_ids(tokenizer) -> list[int]:
         tokenizer(token_prefix.PROBE_TEXT, add_special_tokens=False)["input_ids"])
 
 
-def load_causal_lm(path: str, dtype: str = "float32"):
-    """dtype is a torch dtype name, or "auto" for the one in the model's config."""
+def load_causal_lm(path: str, dtype: str = "float32", dense: bool = False):
+    """dtype is a torch dtype name, or "auto" for the one in the model's config. `dense`: a
+    compressed-tensors checkpoint is decompressed into plain Linear layers holding the
+    quantized values (peft cannot wrap transformers' CompressedLinear, which has no
+    `weight`); the numbers are the same."""
+    extra = {}
+    if dense and is_compressed_tensors(path):
+        from transformers import CompressedTensorsConfig
+
+        extra["quantization_config"] = CompressedTensorsConfig(run_compressed=False)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
+        path, dtype="auto" if dtype == "auto" else getattr(torch, dtype), **extra)
     model.eval()
     return model
+
+
+def is_compressed_tensors(path: str) -> bool:
+    quantization = getattr(AutoConfig.from_pretrained(path), "quantization_config", None) or {}
+    if not isinstance(quantization, dict):
+        quantization = quantization.to_dict()
+    return quantization.get("quant_method") == "compressed-tensors"
 
 
 def chat_renderer(tokenizer):
