@@ -82,13 +82,16 @@ def test_an_adapter_merged_then_quantized_and_over_a_quantized_base(tmp_path):
     # a packed 4-bit base loads as CompressedLinear, which peft cannot wrap: eval decompresses
     thrifty_json("quantize", BASE, "--out", base_w4, "--method", "rtn", "--no-verify")
     result = thrifty_json("eval", f"{BASE}+{adapter}", f"{base_w8a8}+{adapter}", merged,
-                          f"{base_w4}+{adapter}", BASE, "--max-tokens", "2048")
+                          f"{base_w4}+{adapter}", base_w4, BASE, "--max-tokens", "2048")
     labels = [row["label"] for row in result["rows"]]
     assert labels == [f"{BASE}+chemistry", "base-w8a8+chemistry", "merged-w8a8",
-                      "base-w4+chemistry", BASE]
-    over_quantized, merged_row, over_w4, without = (row["vs_base"] for row in result["rows"][1:])
+                      "base-w4+chemistry", "base-w4", BASE]
+    over_quantized, merged_row, over_w4, w4_alone, without = (
+        row["vs_base"] for row in result["rows"][1:])
     assert result["rows"][0]["adapter"] == str(adapter.resolve())
-    assert over_w4["kld_mean"] < without["kld_mean"]
+    # the adapter really applies over the 4-bit base (a 4-bit RTN base loses about as much as
+    # the adapter brings on this model, so it is not compared with the bf16 base alone)
+    assert over_w4["kld_mean"] < w4_alone["kld_mean"]
     for close in (over_quantized, merged_row):
         assert close["kld_mean"] < without["kld_mean"] / 2
         assert close["top1_agreement_pct"] > without["top1_agreement_pct"]
