@@ -79,8 +79,8 @@ def markdown(result: dict) -> str:
                   "| --- | ---: | ---: | ---: |"]
         for row in measured["rows"][1:]:
             vs = row["vs_base"]
-            lines.append(f"| {row['label']} | {vs['kld_mean']:.3f} [{vs['kld_mean_ci95'][0]:.3f}"
-                         f", {vs['kld_mean_ci95'][1]:.3f}] | {vs['top1_agreement_pct']:.1f} "
+            kld = common.interval(vs["kld_mean"], vs["kld_mean_ci95"], "{:.3f}")
+            lines.append(f"| {row['label']} | {kld} | {vs['top1_agreement_pct']:.1f} "
                          f"| {vs['delta_log_ppl']:+.3f} |")
         lines.append("")
     return "\n".join(lines)

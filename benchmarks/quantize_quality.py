@@ -31,6 +31,7 @@ from common import thrifty
 
 HERE = Path(__file__).resolve().parent
 MODEL = "smollm2-135m"
+SPEC1 = "{:.1f}"  # percentages in the tables
 SCHEMES = {"sym": "W4A16", "asym": "W4A16_ASYM"}
 METHODS = ("rtn", "gptq", "awq")
 
@@ -168,10 +169,6 @@ def _range(s: dict, spec: str) -> str:
     return f"{spec.format(s['mean'])} ({spec.format(s['min'])}–{spec.format(s['max'])})"
 
 
-def _interval(value: float, ci: list[float], spec: str) -> str:
-    return f"{spec.format(value)} [{spec.format(ci[0])}, {spec.format(ci[1])}]"
-
-
 def markdown(result: dict) -> str:
     s = result["settings"]
     base = result["eval_rows"][0]
@@ -210,10 +207,10 @@ def markdown(result: dict) -> str:
     for row in result["eval_rows"][1:]:
         vs = row["vs_base"]
         lines.append(
-            f"| {row['label']} | {_interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.3f}')} "
+            f"| {row['label']} | {common.interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.3f}')} "
             f"| {vs['kld_p90']:.3f} | {vs['kld_p99']:.3f} "
-            f"| {_interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'], '{:.1f}')} "
-            f"| {_interval(vs['delta_log_ppl'], vs['delta_log_ppl_ci95'], '{:+.3f}')} "
+            f"| {common.interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'], SPEC1)} "
+            f"| {common.interval(vs['delta_log_ppl'], vs['delta_log_ppl_ci95'], '{:+.3f}')} "
             f"| {row['perplexity']:.2f} |")
     if result.get("mmlu"):
         lines += ["", f"## MMLU, {result['mmlu']['questions']} questions (0-shot, lm-eval "

@@ -21,6 +21,7 @@ import common
 from common import thrifty
 
 MODEL = "smollm2-135m"
+SPEC1 = "{:.1f}"  # percentages in the tables
 SMALL = ["--num-samples", "16", "--seq-len", "256"]  # as quantize_quality.py's seeds
 ASYM = ["--scheme", "W4A16_ASYM", "--group-size", "64"]
 W8A8 = ["--scheme", "W8A8"]
@@ -73,11 +74,10 @@ def markdown(result: dict) -> str:
         vs = rows[label]["vs_base"]
         kept = f"{1 - vs['kld_mean'] / rtn:.0%}" if label.startswith("w4") else ""
         lines.append(
-            f"| {label} | `{' '.join(made['bench_args'])}` | {vs['kld_mean']:.4f} "
-            f"[{vs['kld_mean_ci95'][0]:.4f}, {vs['kld_mean_ci95'][1]:.4f}] "
-            f"| {vs['top1_agreement_pct']:.1f} [{vs['top1_agreement_pct_ci95'][0]:.1f}, "
-            f"{vs['top1_agreement_pct_ci95'][1]:.1f}] | {vs['delta_log_ppl']:+.4f} | {kept} "
-            f"| {made.get('bench_seconds', '')} |")
+            f"| {label} | `{' '.join(made['bench_args'])}` "
+            f"| {common.interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.4f}')} "
+            f"| {common.interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'], SPEC1)} "
+            f"| {vs['delta_log_ppl']:+.4f} | {kept} | {made.get('bench_seconds', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,8 +18,6 @@ root on an otherwise idle machine:
 import argparse
 import contextlib
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +25,7 @@ import time
 from pathlib import Path
 
 import common
+import psutil
 from common import thrifty
 
 MODEL = "smollm2-135m"
@@ -67,24 +66,9 @@ def quality(models: dict[str, str], eval_tokens: int) -> dict:
     return {"run": result["run"], "rows": {row["label"]: row for row in result["rows"]}}
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, read from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def probe(model: str) -> dict:
     """One tiny offline run (16 tokens in, 4 out, batch 1) under PROBE_LIMIT_S: whether it
-    finished, and in how long. The whole process group is stopped at the limit."""
+    finished, and in how long. At the limit the CLI and every process below it are stopped."""
     command = [sys.executable, "-m", "thrifty", "bench", "latency", "--model", model,
                "--batch-size", "1", "--input-tokens", "16", "--output-tokens", "4",
                "--iterations", "1", "--warmup-iterations", "0", "--json"]
@@ -95,9 +79,10 @@ def probe(model: str) -> dict:
     except subprocess.TimeoutExpired:
         # thrifty's engine jobs run in sessions of their own: stop every descendant, not
         # only the CLI's process group
-        for pid in [process.pid, *descendants(process.pid)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        cli = psutil.Process(process.pid)
+        for each in [cli, *cli.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                each.kill()
         process.communicate()
         return {"finished": False, "limit_s": PROBE_LIMIT_S,
                 "seconds": round(time.monotonic() - start, 1)}
@@ -181,10 +166,9 @@ def markdown(result: dict) -> str:
     for label, m in result["speed"].items():
         row = result["quality"]["rows"][label]
         vs = row.get("vs_base")
-        quality = (f"{vs['kld_mean']:.3f} [{vs['kld_mean_ci95'][0]:.3f}, "
-                   f"{vs['kld_mean_ci95'][1]:.3f}] | {vs['top1_agreement_pct']:.1f} "
-                   f"[{vs['top1_agreement_pct_ci95'][0]:.1f}, "
-                   f"{vs['top1_agreement_pct_ci95'][1]:.1f}]") if vs else "(base) | (base)"
+        quality = (f"{common.interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.3f}')} | "
+                   + common.interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'],
+                                     '{:.1f}')) if vs else "(base) | (base)"
         served = " | ".join(_cell(m[f"served_c{c}_output_tokens_per_s"], "{:.0f}")
                             for c in result["settings"]["concurrency"].split(","))
         lines.append(f"| {label} | {quality} | {_cell(m['batch1_decode_step_ms_mean'])} "
