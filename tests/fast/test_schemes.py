@@ -3,7 +3,7 @@
 
 import pytest
 
-from thrifty.compress import schemes
+from thrifty.compress import quantize, schemes
 from thrifty.core import hardware
 from thrifty.core.errors import BadInput
 
@@ -102,11 +102,28 @@ def test_w8a8_below_turing_or_on_blackwell_is_refused(machine, capability):
 
 def test_fp8_on_any_cpu_warns_of_the_fallback(machine):
     machine(flags=("avx512f", "avx512_bf16"))
-    assert "needs AMX" in schemes.hardware_note("FP8_DYNAMIC")
+    assert "need AMX" in schemes.hardware_note("FP8_DYNAMIC")
     # with AMX too: vLLM's AMX kernel takes only 128-blocked weights, not FP8_DYNAMIC's
     machine(flags=("avx512f", "amx_tile", "amx_bf16"))
-    assert "blocks of 128" in schemes.hardware_note("FP8_DYNAMIC")
-    assert "--no-verify" in schemes.hardware_note("FP8")
+    assert "--scheme FP8_BLOCK" in schemes.hardware_note("FP8_DYNAMIC")
+    assert "weight-only FP8" in schemes.hardware_note("FP8_BLOCK")
+    machine(flags=("avx512f",))
+    assert "need AMX" in schemes.hardware_note("FP8_BLOCK")
+
+
+@pytest.mark.parametrize("flags", [("avx512f",), ("avx512f", "amx_tile")])
+def test_static_fp8_on_a_cpu_is_refused_with_the_way_out(machine, flags):
+    machine(flags=flags)
+    with pytest.raises(BadInput, match="cannot load FP8 checkpoints at all") as refused:
+        schemes.hardware_note("FP8")
+    assert "--no-verify" in str(refused.value)
+    assert ("FP8_BLOCK" in str(refused.value)) == ("amx_tile" in flags)
+
+
+def test_block_scales_need_output_widths_in_whole_blocks():
+    quantize.check_block_shapes([("q_proj", 256, 256), ("k_proj", 256, 128)], "FP8_BLOCK")
+    with pytest.raises(BadInput, match=r"1 layers of this model are not: k_proj \(192\)"):
+        quantize.check_block_shapes([("q_proj", 576, 640), ("k_proj", 576, 192)], "FP8_BLOCK")
 
 
 def test_weight_only_schemes_have_no_hardware_note(machine):

@@ -2,11 +2,13 @@
 loaded by the real vLLM and compared with the base on real text."""
 
 import json
+import subprocess
 
 import pytest
 from cli_helpers import cpu_has_avx512, needs_w4a16_kernel, thrifty, thrifty_json
 
 from thrifty.assets import models
+from thrifty.core import engines
 from thrifty.serve import demo_adapters
 
 BASE = models.DEFAULT_MODEL
@@ -95,3 +97,51 @@ def test_an_adapter_merged_then_quantized_and_over_a_quantized_base(tmp_path):
     for close in (over_quantized, merged_row):
         assert close["kld_mean"] < without["kld_mean"] / 2
         assert close["top1_agreement_pct"] > without["top1_agreement_pct"]
+
+
+# A Llama whose every layer width is a whole number of 128x128 blocks (SmolLM2-135M's 576 and
+# 192 are not), with SmolLM2's tokenizer so vLLM can run it.
+TINY_BLOCKED_LLAMA = """
+import shutil, sys
+from pathlib import Path
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+config = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, vocab_size=49152,
+                     tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(sys.argv[2])
+for name in ("tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(Path(sys.argv[1]) / name, Path(sys.argv[2]) / name)
+"""
+
+
+SCALE_SHAPE = """
+import sys
+from safetensors import safe_open
+with safe_open(sys.argv[1], "pt") as weights:
+    print(*weights.get_slice("model.layers.0.mlp.gate_proj.weight_scale").get_shape())
+"""
+
+
+def test_fp8_block_scales_each_128x128_block_and_vllm_serves_it(tmp_path):
+    folder, out = tmp_path / "tiny-llama", tmp_path / "fp8-block"
+    subprocess.run([engines.python_for("compress"), "-c", TINY_BLOCKED_LLAMA,
+                    models.prepared_dir(BASE), folder], check=True, capture_output=True)
+    manifest = thrifty_json("quantize", folder, "--scheme", "FP8_BLOCK", "--out", out)
+    assert manifest["verified"] is True and manifest["calibration"]["samples_count"] == 0
+    group = json.loads((out / "config.json").read_text())["quantization_config"][
+        "config_groups"]["group_0"]
+    assert (group["weights"]["type"], group["weights"]["block_structure"]) == ("float", [128, 128])
+    shape = subprocess.run(  # safetensors lives in the engines
+        [engines.python_for("compress"), "-c", SCALE_SHAPE, out / "model.safetensors"],
+        check=True, capture_output=True, text=True).stdout
+    assert shape.split() == ["4", "2"]  # gate_proj is 512 x 256: 4 x 2 blocks, one scale each
+
+
+def test_fp8_block_on_a_model_with_partial_blocks_is_refused_before_work(tmp_path):
+    done = thrifty("quantize", BASE, "--scheme", "FP8_BLOCK", "--out", tmp_path / "out",
+                   check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "multiple of 128" in done.stderr and "k_proj (192)" in done.stderr
+    assert "FP8_DYNAMIC" in done.stderr and not (tmp_path / "out").exists()

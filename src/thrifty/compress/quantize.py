@@ -19,6 +19,7 @@ from thrifty.formats.quantize_manifest import SCHEMES
 
 IGNORED_LAYERS = ["lm_head"]  # kept in full precision, as every published W4A16 recipe does
 AUTO_GROUP_SIZES = (128, 64, 32)
+BLOCK = 128  # compressed-tensors' FP8_BLOCK preset: 128x128 weight blocks
 
 
 def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str | int,
@@ -39,6 +40,9 @@ def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str |
               if n.split(".")[-1] not in IGNORED_LAYERS]
     if SCHEMES[scheme].weight_scales == "group":
         chosen, note = choose_group_size(layers, group_size)
+    elif SCHEMES[scheme].weight_scales == "block":
+        check_block_shapes(layers, scheme)
+        chosen, note = None, f"one weight scale per {BLOCK}x{BLOCK} block"
     else:
         chosen, note = None, f"one weight scale per {SCHEMES[scheme].weight_scales}"
     params_total = sum(p.numel() for p in model.parameters())
@@ -83,6 +87,20 @@ def choose_group_size(layers: list[tuple[str, int, int]], requested: str | int) 
                        f"layers: {shown}. Use --group-size auto"
                        + (f" (it would pick {fits[0]})." if fits else "."))
     return size, f"group size {size} as requested"
+
+
+def check_block_shapes(layers: list[tuple[str, int, int]], scheme: str) -> None:
+    """Block scales need every layer's output width to be a whole number of blocks: vLLM 0.32
+    fuses q/k/v and gate/up into one matmul and refuses a block that straddles two of them, and
+    tensor-parallel splits cut layers along blocks (validate_fp8_block_shape)."""
+    misfits = [f"{n} ({o})" for n, _, o in layers if o % BLOCK]
+    if misfits:
+        shown = ", ".join(misfits[:6]) + (f" and {len(misfits) - 6} more" if len(misfits) > 6
+                                          else "")
+        raise BadInput(f"{scheme} scales weights in {BLOCK}x{BLOCK} blocks, and vLLM serves it "
+                       f"only when every layer's output width is a multiple of {BLOCK}; "
+                       f"{len(misfits)} layers of this model are not: {shown}. Use --scheme "
+                       "FP8_DYNAMIC (one scale per channel) for this model.")
 
 
 def _check_resources(estimate: dict, out_parent: str) -> None:

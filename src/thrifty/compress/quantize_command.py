@@ -74,7 +74,9 @@ def _scheme_option(ctx, param, value: str) -> str:
               "activations stay in 16 bits. W8A8: INT8 weights per channel and "
               "activations per token (INT8 matmuls; the fast one on CPUs and Ampere/Turing "
               "GPUs). FP8_DYNAMIC: FP8 weights and per-token activations, no calibration "
-              "(Ada/Hopper GPUs). FP8: FP8 with static per-tensor activation scales.")
+              "(Ada/Hopper GPUs). FP8_BLOCK: FP8 weights in 128x128 blocks, no calibration "
+              "(layer widths must be multiples of 128). FP8: FP8 with static per-tensor "
+              "activation scales.")
 @click.option("--smoothquant", type=click.FloatRange(0, 1, max_open=True),
               help="W8A8: SmoothQuant strength, migrating activation outliers into the weights "
               f"before quantizing (default {schemes.DEFAULT_SMOOTHQUANT}, as llm-compressor's "

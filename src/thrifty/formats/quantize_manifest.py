@@ -22,7 +22,7 @@ class Scheme:
     bits: int  # default weight bits
     symmetric: bool
     weight_type: str  # "int", or "float" (FP8 E4M3)
-    weight_scales: str  # "group", "channel" (one per output row) or "tensor"
+    weight_scales: str  # "group", "channel" (one per output row), "block" (128x128) or "tensor"
     activations: str | None  # None: 16-bit; else how activations are quantized
     summary: str
 
@@ -48,6 +48,9 @@ SCHEMES = {
                    "8-bit integer weights per channel and activations per token (INT8 matmuls)"),
     "FP8_DYNAMIC": Scheme(8, True, "float", "channel", "fp8 per token, dynamic",
                           "FP8 weights per channel and activations per token, no calibration"),
+    "FP8_BLOCK": Scheme(8, True, "float", "block", "fp8 per group of 128, dynamic",
+                        "FP8 weights in 128x128 blocks and activations per group of 128, no "
+                        "calibration"),
     "FP8": Scheme(8, True, "float", "tensor", "fp8 per tensor, static",
                   "FP8 weights and activations with one calibrated scale per tensor"),
 }
