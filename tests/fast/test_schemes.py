@@ -129,3 +129,35 @@ def test_block_scales_need_output_widths_in_whole_blocks():
 def test_weight_only_schemes_have_no_hardware_note(machine):
     machine(capabilities=(6.1,))
     assert schemes.hardware_note("W4A16") is None
+
+
+LAYERS = [(f"model.layers.{i}.mlp.{name}", 8, 8) for i in (0, 11) for name in
+          ("up_proj", "down_proj")] + [("lm_head", 8, 8)]
+
+
+@pytest.mark.parametrize("ignore, kept", [
+    ((), 4),  # lm_head always stays in 16 bits
+    (("down_proj",), 2),
+    (("layers.11.mlp.down_proj",), 3),
+    (("re:.*layers\\.11\\.",), 2),
+])
+def test_ignored_layers_are_matched_by_name_end_or_regex(ignore, kept):
+    assert len(quantize.kept_out(LAYERS, ignore)) == kept
+    # thrifty's match and llm-compressor's entry are the same regex
+    assert quantize.ignore_patterns(ignore)[0] == "lm_head"
+
+
+def test_layer_name_parts_do_not_match_inside_a_name():
+    # "1.mlp.down_proj" must not match layers.11.mlp.down_proj
+    with pytest.raises(BadInput, match="matches no linear layer"):
+        quantize.kept_out(LAYERS, ("1.mlp.down_proj",))
+
+
+@pytest.mark.parametrize("ignore, message", [
+    (("dwn_proj",), "--ignore dwn_proj matches no linear layer.*named like model.layers.0"),
+    (("re:(",), "not a valid regular expression"),
+    (("re:.*",), "leaves no linear layer to quantize"),
+])
+def test_ignore_that_cannot_work_is_refused(ignore, message):
+    with pytest.raises(BadInput, match=message):
+        quantize.kept_out(LAYERS, ignore)

@@ -145,3 +145,23 @@ def test_fp8_block_on_a_model_with_partial_blocks_is_refused_before_work(tmp_pat
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "multiple of 128" in done.stderr and "k_proj (192)" in done.stderr
     assert "FP8_DYNAMIC" in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_ignore_naming_no_layer_of_the_real_model_is_refused(tmp_path):
+    done = thrifty("quantize", BASE, "--scheme", "W8A8", "--ignore", "dwn_proj", "--out",
+                   tmp_path / "out", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--ignore dwn_proj matches no linear layer" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@needs_w4a16_kernel
+def test_w8a8_with_down_proj_kept_in_16_bits_is_served_by_vllm(tmp_path):
+    out = tmp_path / "w8a8-down16"
+    manifest = thrifty_json("quantize", BASE, "--scheme", "W8A8", "--ignore", "down_proj",
+                            "--out", out, "--num-samples", "8", "--seq-len", "128")
+    assert manifest["verified"] is True
+    assert manifest["layers_count"] == 210 - 30  # 30 decoder layers, one down_proj each
+    ignored = json.loads((out / "config.json").read_text())["quantization_config"]["ignore"]
+    assert "model.layers.11.mlp.down_proj" in ignored and "lm_head" in ignored
+    assert not any("up_proj" in name for name in ignored)

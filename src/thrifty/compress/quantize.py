@@ -6,6 +6,7 @@ group size, memory and disk), then build the calibration set, then calibrate and
 
 import hashlib
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ BLOCK = 128  # compressed-tensors' FP8_BLOCK preset: 128x128 weight blocks
 
 
 def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str | int,
-         num_samples: int, seq_len: int, out_parent: str) -> dict:
+         num_samples: int, seq_len: int, out_parent: str, ignore: tuple = ()) -> dict:
     """Everything decided and checked before calibration; raises BadInput on what won't work."""
     from thrifty.libs import hf, llmc
 
@@ -36,8 +37,7 @@ def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str |
             f"{llmc.version()} has no such mappings for it. AWQ supports: "
             f"{', '.join(llmc.awq_architectures())}. Use --method gptq or rtn for this model."
         )
-    layers = [(n, i, o) for n, i, o in hf.linear_layers(model)
-              if n.split(".")[-1] not in IGNORED_LAYERS]
+    layers = kept_out(hf.linear_layers(model), ignore)
     if SCHEMES[scheme].weight_scales == "group":
         chosen, note = choose_group_size(layers, group_size)
     elif SCHEMES[scheme].weight_scales == "block":
@@ -62,6 +62,36 @@ def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str |
             "layers_count": len(layers), "decoder_layers_count": config.num_hidden_layers,
             "parameters_params": params_total, "quantized_params": quantized_params,
             "estimate": estimate}
+
+
+def ignore_patterns(ignore: tuple | list = ()) -> list[str]:
+    """llm-compressor `ignore` entries: lm_head always, then each --ignore NAME as a regex on
+    the module's full name (a plain name matches it as the last part(s): `down_proj`,
+    `layers.11.mlp.down_proj`; `re:` passes a regex through as llm-compressor takes it)."""
+    return [*IGNORED_LAYERS, *(name if name.startswith("re:")
+                               else f"re:(.*\\.)?{re.escape(name)}$" for name in ignore)]
+
+
+def kept_out(layers: list[tuple[str, int, int]], ignore: tuple | list = ()):
+    """The layers to quantize (matched as llm-compressor does: re.match on the full name);
+    BadInput if an --ignore entry matches none."""
+    regexes = [pattern[3:] for pattern in ignore_patterns(ignore)[len(IGNORED_LAYERS):]]
+    for name, regex in zip(ignore, regexes, strict=True):
+        try:
+            re.compile(regex)
+        except re.error as error:
+            raise BadInput(f"--ignore {name} is not a valid regular expression ({error}).") \
+                from None
+        if not any(re.match(regex, n) for n, _, _ in layers):
+            examples = ", ".join(n for n, _, _ in layers[:3])
+            raise BadInput(f"--ignore {name} matches no linear layer of this model. Give the "
+                           f"end of a layer's name (its linear layers are named like "
+                           f"{examples}) or a regex after 're:'.")
+    kept = [(n, i, o) for n, i, o in layers if n.split(".")[-1] not in IGNORED_LAYERS
+            and not any(re.match(regex, n) for regex in regexes)]
+    if not kept:
+        raise BadInput("--ignore leaves no linear layer to quantize; name fewer layers.")
+    return kept
 
 
 def choose_group_size(layers: list[tuple[str, int, int]], requested: str | int) -> tuple[int, str]:
@@ -168,8 +198,9 @@ def _modifiers(params: dict, group_size: int | None) -> list:
     gptq = params["method"] == "gptq"
     groups = llmc.scheme_groups(params["scheme"], params["bits"], params["symmetric"],
                                 group_size, params["actorder"] if gptq else None)
-    return llmc.recipe(params["method"], groups, IGNORED_LAYERS, params["actorder"],
-                       params["dampening_frac"], params["block_size"], params.get("smoothquant"))
+    return llmc.recipe(params["method"], groups, ignore_patterns(params.get("ignore", ())),
+                       params["actorder"], params["dampening_frac"], params["block_size"],
+                       params.get("smoothquant"))
 
 
 def quantize(params: dict, events: Events) -> dict:
@@ -180,7 +211,7 @@ def quantize(params: dict, events: Events) -> dict:
     events.status("preflight: architecture, group size, memory, disk")
     decided = plan(params["model_path"], params["method"], params["scheme"], params["bits"],
                    params["group_size"], params["num_samples"], params["seq_len"],
-                   str(Path(params["out_dir"]).parent))
+                   str(Path(params["out_dir"]).parent), tuple(params.get("ignore", ())))
     events.emit(type="message", text=f"{decided['architecture']}: {decided['layers_count']} "
                 f"linear layers to quantize; {decided['group_size_note']}.")
 
@@ -217,6 +248,7 @@ def quantize(params: dict, events: Events) -> dict:
         "symmetric": params["symmetric"],
         "activations": SCHEMES[params["scheme"]].activations,
         "smoothquant": params.get("smoothquant"),
+        "ignored_layers": ignore_patterns(params.get("ignore", ())),
         "actorder": params["actorder"] if params["method"] == "gptq" else None,
         "dampening_frac": params["dampening_frac"] if params["method"] == "gptq" else None,
         "recipe": llmc.recipe_yaml(modifiers),

@@ -109,6 +109,12 @@ def _scheme_option(ctx, param, value: str) -> str:
 @click.option("--adapter-weight", type=click.FloatRange(0, min_open=True), default=1.0,
               show_default=True, help="Scale of the adapter's update when merging (1: as "
               "trained).")
+@click.option("--ignore", multiple=True, metavar="LAYER",
+              help="Keep these linear layers unquantized, in 16 bits (lm_head always is): the "
+              "end of a layer's name (down_proj: every layer's; layers.11.mlp.down_proj: one) "
+              "or a regex after 're:', as llm-compressor's ignore. Repeatable. W8A8 with "
+              "--ignore down_proj keeps the layers whose inputs hold the largest activation "
+              "outliers at 16 bits (see docs/quantization.md).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--no-verify", is_flag=True,
               help="Skip loading the result in the vllm engine and generating from it.")
@@ -117,7 +123,8 @@ def _scheme_option(ctx, param, value: str) -> str:
 def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant: float | None,
              bits: int | None, group_size: str | int, calib: str, num_samples: int,
              seq_len: int, seed: int, actorder: bool, dampening_frac: float, block_size: int,
-             adapter: str | None, adapter_weight: float, force: bool, no_verify: bool,
+             adapter: str | None, adapter_weight: float, ignore: tuple[str, ...], force: bool,
+             no_verify: bool,
              allow_pickle: bool, as_json: bool) -> None:
     """Quantize MODEL's weights with llm-compressor and save a compressed-tensors checkpoint.
 
@@ -141,7 +148,7 @@ def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant:
               "num_samples": num_samples, "seq_len": seq_len, "seed": seed, "actorder": actorder,
               "dampening_frac": dampening_frac, "block_size": block_size,
               "adapter_path": merging["path"] if merging else None,
-              "adapter_weight": adapter_weight}
+              "adapter_weight": adapter_weight, "ignore": list(ignore)}
     engines_used = ("compress",) if no_verify else ("compress", "vllm")
     with RunRecord("quantize", {**params, "model": model, "out": str(out_dir)},
                    engines_used=engines_used) as run:
