@@ -40,10 +40,6 @@ RECIPES = {
     "w8a8 gptq 16x256, smoothquant 0.5": [*W8A8, "--smoothquant", "0.5", *SMALL],
     "w8a8 gptq 16x256, smoothquant 0.8": [*W8A8, "--smoothquant", "0.8", *SMALL],
     "w8a8 gptq 128x512, smoothquant 0.8 (defaults)": [*W8A8],
-    # the down_proj layers kept in 16 bits: their inputs (the gated MLP activations) are the
-    # ones per-token INT8 handles worst
-    "w8a8 gptq 16x256, smoothquant 0.8, down_proj 16-bit": [*W8A8, "--smoothquant", "0.8",
-                                                             *SMALL, "--ignore", "down_proj"],
 }
 
 
