@@ -30,6 +30,9 @@ def machine_text(fp: dict) -> str:
             f"GPUs: {gpus}; thrifty {fp['git_revision'] or fp['thrifty_version']}")
 
 
+PERCENT = "{:.1f}"  # percentages (top-1 agreement) in the result tables
+
+
 def interval(value: float, ci: list[float], spec: str) -> str:
     """A measured value and its 95% interval, as the result tables print them."""
     return f"{spec.format(value)} [{spec.format(ci[0])}, {spec.format(ci[1])}]"

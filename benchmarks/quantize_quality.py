@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 import common
-from common import thrifty
+from common import PERCENT, thrifty
 
 HERE = Path(__file__).resolve().parent
 MODEL = "smollm2-135m"
-SPEC1 = "{:.1f}"  # percentages in the tables
 SCHEMES = {"sym": "W4A16", "asym": "W4A16_ASYM"}
 METHODS = ("rtn", "gptq", "awq")
 
@@ -206,10 +205,10 @@ def markdown(result: dict) -> str:
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in result["eval_rows"][1:]:
         vs = row["vs_base"]
+        top1 = common.interval(vs["top1_agreement_pct"], vs["top1_agreement_pct_ci95"], PERCENT)
         lines.append(
             f"| {row['label']} | {common.interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.3f}')} "
-            f"| {vs['kld_p90']:.3f} | {vs['kld_p99']:.3f} "
-            f"| {common.interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'], SPEC1)} "
+            f"| {vs['kld_p90']:.3f} | {vs['kld_p99']:.3f} | {top1} "
             f"| {common.interval(vs['delta_log_ppl'], vs['delta_log_ppl_ci95'], '{:+.3f}')} "
             f"| {row['perplexity']:.2f} |")
     if result.get("mmlu"):

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import common
-from common import thrifty
+from common import PERCENT, thrifty
 
 MODEL = "smollm2-135m"
-SPEC1 = "{:.1f}"  # percentages in the tables
 SMALL = ["--num-samples", "16", "--seq-len", "256"]  # as quantize_quality.py's seeds
 ASYM = ["--scheme", "W4A16_ASYM", "--group-size", "64"]
 W8A8 = ["--scheme", "W8A8"]
@@ -73,10 +72,11 @@ def markdown(result: dict) -> str:
     for label, made in result["recipes"].items():
         vs = rows[label]["vs_base"]
         kept = f"{1 - vs['kld_mean'] / rtn:.0%}" if label.startswith("w4") else ""
+        top1 = common.interval(vs["top1_agreement_pct"], vs["top1_agreement_pct_ci95"], PERCENT)
         lines.append(
             f"| {label} | `{' '.join(made['bench_args'])}` "
             f"| {common.interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.4f}')} "
-            f"| {common.interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'], SPEC1)} "
+            f"| {top1} "
             f"| {vs['delta_log_ppl']:+.4f} | {kept} | {made.get('bench_seconds', '')} |")
     return "\n".join(lines) + "\n"
 

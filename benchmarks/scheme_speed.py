@@ -181,7 +181,7 @@ def markdown(result: dict) -> str:
         vs = row.get("vs_base")
         quality = (f"{common.interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.3f}')} | "
                    + common.interval(vs['top1_agreement_pct'], vs['top1_agreement_pct_ci95'],
-                                     '{:.1f}')) if vs else "(base) | (base)"
+                                     common.PERCENT)) if vs else "(base) | (base)"
         served = " | ".join(_cell(m[f"served_c{c}_output_tokens_per_s"], "{:.0f}")
                             for c in result["settings"]["concurrency"].split(","))
         lines.append(f"| {label} | {quality} | {_cell(m['batch1_decode_step_ms_mean'])} "
@@ -194,12 +194,9 @@ def markdown(result: dict) -> str:
                f"had not finished after {outcome['limit_s']} s")
         lines.append(f"| {label} | {vs['kld_mean']:.3f} | {vs['top1_agreement_pct']:.1f} | "
                      f"not timed: one 16-token prompt, 4 output tokens, {ran} | | | | | |")
-    goals = result["goal"]
-    if "met" in goals:  # results written before W8A8_DOWN16: one goal, for W8A8
-        goals = {"W8A8": goals}
     lines += ["", f"Goal for W8A8 on this machine: decode ≥ {GOAL['decode_speedup']}x bf16 with "
               f"top-1 ≥ {GOAL['top1_pct']}%."]
-    for label, goal in goals.items():
+    for label, goal in result["goal"].items():
         lines.append(f"- {label}: decode {goal['decode_speedup']:.2f}x, top-1 "
                      f"{goal['top1_pct']:.1f}% — {'met' if goal['met'] else 'not met'}.")
     return "\n".join(lines) + "\n"

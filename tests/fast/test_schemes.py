@@ -142,7 +142,7 @@ LAYERS = [(f"model.layers.{i}.mlp.{name}", 8, 8) for i in (0, 11) for name in
     (("re:.*layers\\.11\\.",), 2),
 ])
 def test_ignored_layers_are_matched_by_name_end_or_regex(ignore, kept):
-    assert len(quantize.kept_out(LAYERS, ignore)) == kept
+    assert len(quantize.layers_to_quantize(LAYERS, ignore)) == kept
     # thrifty's match and llm-compressor's entry are the same regex
     assert quantize.ignore_patterns(ignore)[0] == "lm_head"
 
@@ -150,7 +150,7 @@ def test_ignored_layers_are_matched_by_name_end_or_regex(ignore, kept):
 def test_layer_name_parts_do_not_match_inside_a_name():
     # "1.mlp.down_proj" must not match layers.11.mlp.down_proj
     with pytest.raises(BadInput, match="matches no linear layer"):
-        quantize.kept_out(LAYERS, ("1.mlp.down_proj",))
+        quantize.layers_to_quantize(LAYERS, ("1.mlp.down_proj",))
 
 
 @pytest.mark.parametrize("ignore, message", [
@@ -160,4 +160,4 @@ def test_layer_name_parts_do_not_match_inside_a_name():
 ])
 def test_ignore_that_cannot_work_is_refused(ignore, message):
     with pytest.raises(BadInput, match=message):
-        quantize.kept_out(LAYERS, ignore)
+        quantize.layers_to_quantize(LAYERS, ignore)

@@ -37,7 +37,7 @@ def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str |
             f"{llmc.version()} has no such mappings for it. AWQ supports: "
             f"{', '.join(llmc.awq_architectures())}. Use --method gptq or rtn for this model."
         )
-    layers = kept_out(hf.linear_layers(model), ignore)
+    layers = layers_to_quantize(hf.linear_layers(model), ignore)
     if SCHEMES[scheme].weight_scales == "group":
         chosen, note = choose_group_size(layers, group_size)
     elif SCHEMES[scheme].weight_scales == "block":
@@ -64,31 +64,35 @@ def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str |
             "estimate": estimate}
 
 
+def _ignore_regex(name: str) -> str:
+    """One --ignore entry as a regex on a module's full name: `re:` passes a regex through as
+    llm-compressor takes it; a plain name matches the name's last part(s) (`down_proj`,
+    `layers.11.mlp.down_proj`)."""
+    return name.removeprefix("re:") if name.startswith("re:") else f"(.*\\.)?{re.escape(name)}$"
+
+
 def ignore_patterns(ignore: tuple | list = ()) -> list[str]:
-    """llm-compressor `ignore` entries: lm_head always, then each --ignore NAME as a regex on
-    the module's full name (a plain name matches it as the last part(s): `down_proj`,
-    `layers.11.mlp.down_proj`; `re:` passes a regex through as llm-compressor takes it)."""
-    return [*IGNORED_LAYERS, *(name if name.startswith("re:")
-                               else f"re:(.*\\.)?{re.escape(name)}$" for name in ignore)]
+    """llm-compressor `ignore` entries: lm_head always, then each --ignore entry."""
+    return [*IGNORED_LAYERS, *(f"re:{_ignore_regex(name)}" for name in ignore)]
 
 
-def kept_out(layers: list[tuple[str, int, int]], ignore: tuple | list = ()):
-    """The layers to quantize (matched as llm-compressor does: re.match on the full name);
-    BadInput if an --ignore entry matches none."""
-    regexes = [pattern[3:] for pattern in ignore_patterns(ignore)[len(IGNORED_LAYERS):]]
-    for name, regex in zip(ignore, regexes, strict=True):
+def layers_to_quantize(layers: list[tuple[str, int, int]], ignore: tuple | list = ()):
+    """The linear layers left once lm_head and the --ignore entries are taken out (matched as
+    llm-compressor does: re.match on the full name); BadInput if an entry matches none."""
+    regexes = []
+    for name in ignore:
         try:
-            re.compile(regex)
+            regexes.append(re.compile(_ignore_regex(name)))
         except re.error as error:
             raise BadInput(f"--ignore {name} is not a valid regular expression ({error}).") \
                 from None
-        if not any(re.match(regex, n) for n, _, _ in layers):
+        if not any(regexes[-1].match(n) for n, _, _ in layers):
             examples = ", ".join(n for n, _, _ in layers[:3])
             raise BadInput(f"--ignore {name} matches no linear layer of this model. Give the "
                            f"end of a layer's name (its linear layers are named like "
                            f"{examples}) or a regex after 're:'.")
     kept = [(n, i, o) for n, i, o in layers if n.split(".")[-1] not in IGNORED_LAYERS
-            and not any(re.match(regex, n) for regex in regexes)]
+            and not any(regex.match(n) for regex in regexes)]
     if not kept:
         raise BadInput("--ignore leaves no linear layer to quantize; name fewer layers.")
     return kept
