@@ -31,6 +31,8 @@ COMMANDS = {
     "eval": "thrifty.compress.commands:eval_command",
     "quantize": "thrifty.compress.quantize_command:quantize",
     "distill": "thrifty.distill.command:distill",
+    "plan": "thrifty.plan.command:plan",
+    "deploy": "thrifty.plan.deploy_command:deploy_group",
 }
 
 

@@ -20,6 +20,7 @@ from thrifty.formats.quantize_manifest import SCHEMES
 
 IGNORED_LAYERS = ["lm_head"]  # kept in full precision, as every published W4A16 recipe does
 AUTO_GROUP_SIZES = (128, 64, 32)
+GPTQ_METHODS = ("gptq", "awq-gptq")  # the methods that run GPTQ (and take its options)
 BLOCK = 128  # compressed-tensors' FP8_BLOCK preset: 128x128 weight blocks
 
 
@@ -31,7 +32,7 @@ def plan(model_path: str, method: str, scheme: str, bits: int, group_size: str |
     model = hf.meta_model(model_path)
     config = model.config
     architecture = (config.architectures or [type(model).__name__])[0]
-    if method == "awq" and architecture not in llmc.awq_architectures():
+    if method in ("awq", "awq-gptq") and architecture not in llmc.awq_architectures():
         raise BadInput(
             f"AWQ needs to know which layers smooth which in {architecture}, and llm-compressor "
             f"{llmc.version()} has no such mappings for it. AWQ supports: "
@@ -199,9 +200,10 @@ def _load_model(params: dict, events: Events):
 def _modifiers(params: dict, group_size: int | None) -> list:
     from thrifty.libs import llmc
 
-    gptq = params["method"] == "gptq"
+    gptq = params["method"] in GPTQ_METHODS
     groups = llmc.scheme_groups(params["scheme"], params["bits"], params["symmetric"],
-                                group_size, params["actorder"] if gptq else None)
+                                group_size, params["actorder"] if gptq else None,
+                                params.get("observer"))
     return llmc.recipe(params["method"], groups, ignore_patterns(params.get("ignore", ())),
                        params["actorder"], params["dampening_frac"], params["block_size"],
                        params.get("smoothquant"))
@@ -253,8 +255,9 @@ def quantize(params: dict, events: Events) -> dict:
         "activations": SCHEMES[params["scheme"]].activations,
         "smoothquant": params.get("smoothquant"),
         "ignored_layers": ignore_patterns(params.get("ignore", ())),
-        "actorder": params["actorder"] if params["method"] == "gptq" else None,
-        "dampening_frac": params["dampening_frac"] if params["method"] == "gptq" else None,
+        "actorder": params["actorder"] if params["method"] in GPTQ_METHODS else None,
+        "dampening_frac": params["dampening_frac"] if params["method"] in GPTQ_METHODS else None,
+        "observer": params.get("observer"),
         "recipe": llmc.recipe_yaml(modifiers),
         "calibration": {
             "corpus": params["calib"], "samples_count": len(samples),

@@ -64,10 +64,17 @@ def _scheme_option(ctx, param, value: str) -> str:
 @click.argument("model")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder to write the quantized checkpoint to (must not exist without --force).")
-@click.option("--method", type=click.Choice(["gptq", "awq", "rtn"]),
+@click.option("--method", type=click.Choice(["gptq", "awq", "awq-gptq", "rtn"]),
               help="GPTQ (error-correcting, needs calibration), AWQ (activation-aware scaling, "
-              "needs calibration; weight-only schemes) or RTN (round-to-nearest, no data). "
-              "Default: gptq for integer schemes, rtn for FP8 ones.")
+              "needs calibration; weight-only schemes), awq-gptq (AWQ's scaling, then GPTQ on "
+              "the scaled weights: the best 4-bit recipe in thrifty's benchmarks, with "
+              "--observer imatrix-mse) or RTN (round-to-nearest, no data). Default: gptq for "
+              "integer schemes, rtn for FP8 ones.")
+@click.option("--observer", type=click.Choice(["minmax", "mse", "imatrix-mse"]),
+              help="How weight scales are chosen: min-max of each group (llm-compressor's "
+              "default), the scale with the least squared rounding error (mse), or that error "
+              "weighted by each input channel's activation energy from the calibration data "
+              "(imatrix-mse, as llama.cpp's importance matrix).")
 @click.option("--scheme", default="W4A16_ASYM", show_default=True, callback=_scheme_option,
               help="W4A16_ASYM (4-bit weights with zero points; the default, as it kept the "
               "most quality in thrifty's benchmarks), W4A16 (symmetric), W8A16: weight-only, "
@@ -123,9 +130,9 @@ def _scheme_option(ctx, param, value: str) -> str:
 def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant: float | None,
              bits: int | None, group_size: str | int, calib: str, num_samples: int,
              seq_len: int, seed: int, actorder: bool, dampening_frac: float, block_size: int,
-             adapter: str | None, adapter_weight: float, ignore: tuple[str, ...], force: bool,
-             no_verify: bool,
-             allow_pickle: bool, as_json: bool) -> None:
+             observer: str | None, adapter: str | None, adapter_weight: float,
+             ignore: tuple[str, ...], force: bool, no_verify: bool, allow_pickle: bool,
+             as_json: bool) -> None:
     """Quantize MODEL's weights with llm-compressor and save a compressed-tensors checkpoint.
 
     Runs in the compress engine, on CPU or GPU. Before calibration it checks the architecture,
@@ -136,6 +143,10 @@ def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant:
     unverified, and the command fails.
     """
     recipe = schemes.resolve(scheme, method, bits, group_size, smoothquant)
+    if observer == "imatrix-mse" and not recipe.needs_data:
+        raise BadInput(f"--observer imatrix-mse weighs rounding errors by activations measured "
+                       f"on calibration data, and --method {recipe.method} reads none. Use it "
+                       "with --method gptq, awq or awq-gptq, or pick --observer mse.")
     out_dir, ref = _inputs(model, out, force, allow_pickle)
     merging = _adapter_inputs(model, ref.path, adapter, adapter_weight) if adapter else None
     if not no_verify:
@@ -146,7 +157,7 @@ def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant:
               "smoothquant": recipe.smoothquant, "needs_data": recipe.needs_data,
               "calib": calib, "calib_path": str(calib_path) if calib_path else None,
               "num_samples": num_samples, "seq_len": seq_len, "seed": seed, "actorder": actorder,
-              "dampening_frac": dampening_frac, "block_size": block_size,
+              "dampening_frac": dampening_frac, "block_size": block_size, "observer": observer,
               "adapter_path": merging["path"] if merging else None,
               "adapter_weight": adapter_weight, "ignore": list(ignore)}
     engines_used = ("compress",) if no_verify else ("compress", "vllm")

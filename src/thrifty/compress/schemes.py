@@ -16,7 +16,7 @@ __all__ = ["SCHEMES", "Recipe", "resolve", "scheme_named", "hardware_note"]
 
 # llm-compressor's INT8 W8A8 example (SmoothQuantModifier(smoothing_strength=0.8), then GPTQ).
 DEFAULT_SMOOTHQUANT = 0.8
-CALIBRATED_METHODS = ("gptq", "awq")
+CALIBRATED_METHODS = ("gptq", "awq", "awq-gptq")
 # vLLM 0.32's quantization docs (features/quantization/llm_compressor/fp8.md, int8_w8a8.md):
 # FP8 computation from compute capability 8.9 (Ada, Hopper, Blackwell); from 7.5 (Turing,
 # Ampere) FP8 checkpoints run as weight-only W8A16 through FP8 Marlin; below 7.5 not at all.
@@ -61,7 +61,7 @@ def resolve(scheme_name: str, method: str | None, bits: int | None, group_size: 
                        f"{scheme.weight_scales}; thrifty makes it with --method rtn (the default "
                        f"for FP8 schemes), not {method}. For error-correcting INT8, use --scheme "
                        "W8A8 --method gptq.")
-    if method == "awq" and not scheme.weight_only:
+    if method in ("awq", "awq-gptq") and not scheme.weight_only:
         raise BadInput(f"AWQ protects salient weights of weight-only schemes; {scheme_name} also "
                        "quantizes activations. Use --method gptq or rtn (W8A8 smooths "
                        "activation outliers with SmoothQuant first).")

@@ -92,6 +92,11 @@ def print_terminal(report: dict, top: int) -> None:
                   f"Buy or rent ({b['gpu']}): renting is cheaper at any use.")
 
 
+def _kwh(row: dict) -> str:
+    energy = row.get("energy")
+    return f"{energy['kwh_per_1m_output_tokens']:.3f}" if energy else "–"
+
+
 def markdown(report: dict) -> str:
     traffic = report["traffic"]
     lines = [
@@ -104,11 +109,15 @@ def markdown(report: dict) -> str:
         f"- Ranked by {report['pricing']} price; $/month at {report['hours_per_month']} h",
         f"- GPUs per replica (TP): {report['tensor_parallel']['text']}",
         f"- {report['note']}",
+        f"- Energy (modelled): each GPU draws its catalog TDP scaled from "
+        f"{serving.IDLE_POWER_SHARE:.0%} (idle) to 100% by the option's average utilisation; "
+        "no PUE",
         *(f"- {line}" for line in efficiency_lines(report) + quality_lines(report)),
         "",
         "| rank | GPU | model | TP | replicas | GPUs | TTFT ms | TPOT ms | utilisation | "
-        "$/month on-demand | spot | reserved | $/1M input | $/1M output | figures | price source |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "$/month on-demand | spot | reserved | $/1M input | $/1M output | kWh/1M output "
+        "(modelled) | figures | price source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in enumerate(_serving(report), 1):
         by = r["usd_per_month_by_pricing"]
@@ -118,7 +127,7 @@ def markdown(report: dict) -> str:
             f"{r['replicas']} | {r['gpus']} | {r['ttft_ms']:,.0f} | {r['tpot_ms']:.1f} | "
             f"{r['utilisation_pct']:.0f}% | {money(by['on-demand'])} | {money(by['spot'])} | "
             f"{money(by['reserved'])} | ${r['usd_per_1m_input_tokens']:.4f} | "
-            f"${r['usd_per_1m_output_tokens']:.4f} | {r['figures']} | "
+            f"${r['usd_per_1m_output_tokens']:.4f} | {_kwh(r)} | {r['figures']} | "
             f"{price.get('provider', '')} {price.get('date', '')} |")
     blocked = not_ranked(report)
     if blocked:

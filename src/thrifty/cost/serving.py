@@ -265,6 +265,7 @@ def option_row(option: Option, traffic: Traffic, kind: str) -> dict:
             "tpot_ms": round(option.state.tpot_s * 1000, 2),
             "e2e_ms": round(option.state.e2e_s * 1000, 1),
             "utilisation_pct": round(100 * option.utilisation(traffic), 1),
+            "energy": energy(option, traffic),
         })
     price = option.prices.get(kind)
     if price:
@@ -284,6 +285,29 @@ def option_row(option: Option, traffic: Traffic, kind: str) -> dict:
             k: round(option.usd_per_month(k), 2) if option.usd_per_month(k) is not None
             else None for k in PRICE_KINDS}
     return row
+
+
+# A serving GPU holds its weights and KV cache with clocks up between batches: its draw at no
+# load is taken as this share of TDP (an assumption; NVML's measured power replaces it where
+# a bench ran on the GPU).
+IDLE_POWER_SHARE = 0.3
+
+
+def energy(option: Option, traffic: Traffic) -> dict | None:
+    """Modelled energy: each GPU draws its TDP scaled between the idle share and full power
+    by the option's average utilisation; no data-centre overhead (PUE) included."""
+    utilisation = option.utilisation(traffic)
+    if utilisation is None or not option.gpus:
+        return None
+    watts = option.gpus * option.gpu.tdp_w * (
+        IDLE_POWER_SHARE + (1 - IDLE_POWER_SHARE) * min(1.0, utilisation))
+    kwh_per_month = watts / 1000 * HOURS_PER_MONTH
+    _, output_month = traffic.tokens_per_month
+    return {"power_w": round(watts, 0), "kwh_per_month": round(kwh_per_month, 1),
+            "kwh_per_1m_output_tokens": round(kwh_per_month / output_month * 1e6, 4),
+            "figures": f"modelled (catalog TDP {option.gpu.tdp_w:g} W per GPU x "
+                       f"({IDLE_POWER_SHARE:g} + {1 - IDLE_POWER_SHARE:g} x utilisation); "
+                       "no PUE)"}
 
 
 def rank(options: list[Option], kind: str) -> list[Option]:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
-METHODS = ("gptq", "awq", "rtn")
+METHODS = ("gptq", "awq", "awq-gptq", "rtn")
 
 
 def version() -> str:
@@ -29,10 +29,11 @@ def awq_architectures() -> list[str]:
 
 
 def scheme_groups(preset: str, bits: int, symmetric: bool, group_size: int | None,
-                  actorder: bool | None) -> dict:
+                  actorder: bool | None, observer: str | None = None) -> dict:
     """The config groups for every Linear layer: compressed-tensors' preset of that name for
     channel- and tensor-scaled schemes (W8A8, FP8, FP8_DYNAMIC), else integer weights in
-    groups of group_size at any width from 2 to 8 bits."""
+    groups of group_size at any width from 2 to 8 bits. `observer` picks how weight scales
+    are chosen (None: llm-compressor's min-max)."""
     from compressed_tensors.quantization import (
         QuantizationArgs,
         QuantizationScheme,
@@ -40,17 +41,22 @@ def scheme_groups(preset: str, bits: int, symmetric: bool, group_size: int | Non
     )
 
     if group_size is None:
-        return {"group_0": preset_name_to_scheme(preset, ["Linear"])}
+        scheme = preset_name_to_scheme(preset, ["Linear"])
+        if observer:
+            scheme.weights.observer = observer
+        return {"group_0": scheme}
     weights = QuantizationArgs(num_bits=bits, type="int", symmetric=symmetric,
                                strategy="group", group_size=group_size, dynamic=False,
-                               actorder="static" if actorder else None)
+                               actorder="static" if actorder else None, observer=observer)
     return {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
 
 
 def recipe(method: str, config_groups: dict, ignore: list[str], actorder: bool,
            dampening_frac: float, block_size: int, smoothquant: float | None = None) -> list:
     """The modifiers, in order: SmoothQuant first where asked (it rescales weights and the norms
-    before them), then the weight method."""
+    before them), then the weight method. awq-gptq: AWQ's scaling, then GPTQ's error
+    correction on the scaled weights (AWQ takes the quantization scheme from the GPTQ
+    modifier after it)."""
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
     first = []
@@ -58,7 +64,11 @@ def recipe(method: str, config_groups: dict, ignore: list[str], actorder: bool,
         from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
         first = [SmoothQuantModifier(smoothing_strength=smoothquant)]
-    if method == "gptq":
+    if method == "awq-gptq":
+        from llmcompressor.modifiers.transform.awq import AWQModifier
+
+        first = [*first, AWQModifier()]
+    if method in ("gptq", "awq-gptq"):
         return [*first, GPTQModifier(config_groups=config_groups, ignore=ignore,
                                      actorder="static" if actorder else None,
                                      dampening_frac=dampening_frac, block_size=block_size)]

@@ -17,6 +17,7 @@ from thrifty.core import hardware, jobs
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail, write_json
 from thrifty.formats import lora_adapter as adapters
+from thrifty.formats import serve_flags
 from thrifty.formats.openai_api import ServerClient
 
 HOT_LOAD_HEADROOM = 4  # adapters vLLM keeps in memory beyond the per-batch slots
@@ -60,20 +61,14 @@ class ServePlan:
         return f"http://{host}:{self.port}"
 
     def vllm_args(self) -> list[str]:
-        args = ["--model", self.base.path, "--served-model-name", self.base_label,
-                "--host", self.host, "--port", str(self.port), "--dtype", self.dtype,
-                "--max-model-len", str(self.max_model_len),
-                "--tensor-parallel-size", str(self.tensor_parallel_size)]
-        if self.eager:
-            args.append("--enforce-eager")
         # The API key goes to vLLM as VLLM_API_KEY (see ServerProcess.start), never as an
         # argument: arguments show in `ps` and in the server's config file.
-        if self.lora_enabled:
-            args += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
-                     "--max-loras", str(self.max_loras), "--max-cpu-loras", str(self.max_cpu_loras)]
-            if self.startup_adapters:
-                args += ["--lora-modules", *(f"{name}={info.path}"
-                                             for name, info in self.startup_adapters.items())]
+        args = ["--model", self.base.path, "--served-model-name", self.base_label,
+                "--host", self.host, "--port", str(self.port),
+                *serve_flags.tuning_args(self.summary())]
+        if self.lora_enabled and self.startup_adapters:
+            args += ["--lora-modules", *(f"{name}={info.path}"
+                                         for name, info in self.startup_adapters.items())]
         return args
 
     def launcher_config(self) -> dict:

@@ -1,0 +1,178 @@
+"""`thrifty plan`: from a model and a traffic profile to the cheapest deployment that meets the
+SLO and a quality floor, with the report and the manifests to run it."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from thrifty.assets import models
+from thrifty.core.errors import BadInput
+from thrifty.core.files import write_json
+from thrifty.core.output import emit_json, json_option
+from thrifty.core.progress import stderr
+from thrifty.formats import lora_adapter
+from thrifty.plan import config as plan_config
+from thrifty.plan import deploy, pipeline, report
+from thrifty.plan.stages import STATE_FILE, Stage, StageRunner, run_thrifty
+
+PLAN_FILES = (STATE_FILE, "plan.json")
+
+
+@click.command("plan")
+@click.argument("model")
+@click.option("--adapter", "adapter_specs", multiple=True, metavar="NAME=DIR",
+              help="A LoRA adapter served over the model (repeat); the bench spreads traffic "
+                   "evenly over the base and each adapter, and the manifests load them.")
+@click.option("--requests-per-day", type=click.FloatRange(min=0, min_open=True),
+              help="Average traffic in requests per day.")
+@click.option("--tokens-per-month", type=click.FloatRange(min=0, min_open=True),
+              help="Or: traffic as input + output tokens per month.")
+@click.option("--input-tokens", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Prompt tokens per request.")
+@click.option("--output-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Generated tokens per request.")
+@click.option("--peak-factor", type=click.FloatRange(min=1), default=2.0, show_default=True,
+              help="Busiest-hour traffic over the daily average; replicas are sized for it.")
+@click.option("--slo", "slo_text", default="ttft_ms=2000,tpot_ms=100", show_default=True,
+              help="Latency limits each replica must meet at peak.")
+@click.option("--quality-floor", "floor_text", metavar="top1=PCT,kld=NATS,ppl=+PCT%",
+              help="Drop variants below it, measured against the model on the same tokens "
+                   "(e.g. top1=95 or ppl=+5%).")
+@click.option("--variants", "variants_text", default="bf16,w8a8,w4a16-gptq", show_default=True,
+              help=f"Variants to make and compare: {', '.join(plan_config.VARIANT_ARGS)}.")
+@click.option("--gpus", "gpus_text", help="Only these catalog GPUs (default: all).")
+@click.option("--budget", "budget_usd", type=click.FloatRange(min=0, min_open=True),
+              help="Most you will pay per month (USD); costlier options are dropped.")
+@click.option("--pricing", type=click.Choice(["on-demand", "spot", "reserved"]),
+              default="on-demand", show_default=True, help="Which price ranks the options.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=32,
+              show_default=True, help="Calibration samples for GPTQ/AWQ/SmoothQuant variants.")
+@click.option("--calibration-seq-len", type=click.IntRange(min=16), default=256,
+              show_default=True, help="Tokens per calibration sample.")
+@click.option("--eval-tokens", type=click.IntRange(min=64), default=4096, show_default=True,
+              help="Evaluation tokens each variant is compared with the model on.")
+@click.option("--task", "tasks", multiple=True, metavar="mmlu[:N]|TASK.yaml",
+              help="Also score task accuracy with lm-eval (see `thrifty eval --help`).")
+@click.option("--bench-concurrency", default="1,4", show_default=True,
+              help="Concurrencies each variant is benched at on this machine.")
+@click.option("--bench-requests", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Requests per bench load point.")
+@click.option("--emit", "emit_text", metavar="production-stack,kserve,k8s",
+              help="Also write the manifests that deploy the recommendation.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="The plan folder: variants, stages.json, plan.html/md/json, manifests/.")
+@click.option("--resume", is_flag=True,
+              help="Continue a plan in --out: reuse every stage whose inputs are unchanged.")
+@click.option("--force", is_flag=True, help="Start the plan in --out over.")
+@json_option
+def plan(model, adapter_specs, requests_per_day, tokens_per_month, input_tokens, output_tokens,
+         peak_factor, slo_text, floor_text, variants_text, gpus_text, budget_usd, pricing,
+         calibration_samples, calibration_seq_len, eval_tokens, tasks, bench_concurrency,
+         bench_requests, emit_text, out, resume, force, as_json):
+    """Choose the variant, GPU, GPUs per replica and replicas that serve MODEL's traffic
+    within the SLO and the quality floor at the lowest monthly cost.
+
+    \b
+    Stages (each a thrifty command, cached by a hash of its inputs; --resume reuses them):
+      quantize   make each variant (llm-compressor)
+      eval       KL divergence, top-1 agreement, perplexity (and tasks) against MODEL
+      bench      serve each variant with vLLM here and measure TTFT, TPOT, throughput
+      calibrate  fit the throughput model to the first bench (on a GPU it drives the costs)
+      cost       every variant x GPU: replicas, $/month, $/1M tokens, energy
+    Then plan.html, plan.md and plan.json in --out: the recommendation first, every option
+    with why it lost, each figure labelled measured or modelled.
+
+    \b
+    thrifty plan smollm2-135m --requests-per-day 1e6 --input-tokens 128 --output-tokens 32 \\
+        --slo ttft_ms=500,tpot_ms=50 --quality-floor top1=90 --out plan --emit k8s
+    """
+    if (requests_per_day is None) == (tokens_per_month is None):
+        raise BadInput("Give the traffic as exactly one of --requests-per-day or "
+                       "--tokens-per-month (e.g. --requests-per-day 1000000).")
+    config = plan_config.PlanConfig(
+        model=model, adapters=_adapters(adapter_specs),
+        traffic=plan_config.Traffic(requests_per_day, tokens_per_month, input_tokens,
+                                    output_tokens, peak_factor),
+        slo_text=slo_text, floor=plan_config.parse_floor(floor_text),
+        variants=plan_config.parse_variants(variants_text),
+        gpus=tuple(g.strip() for g in (gpus_text or "").split(",") if g.strip()),
+        budget_usd=budget_usd, out=str(Path(out).resolve()),
+        calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len,
+        eval_tokens=eval_tokens, tasks=tuple(tasks),
+        bench=plan_config.BenchProfile(bench_concurrency, bench_requests),
+        pricing=pricing, emit=deploy.parse_targets(emit_text), resume=resume, force=force)
+    model_path = check_inputs(config)
+    folder = prepare_folder(Path(config.out), resume, force)
+    runner = StageRunner(folder, pipeline.build_stages(config, model_path), resume)
+    results = runner.run_all()
+    decided = report.assemble(config, model_path, results, runner)
+    written = report.write(folder, decided)
+    if config.emit:
+        written += deploy.write_manifests(decided, config.emit, folder / "manifests")
+    decided["files"] = [str(p) for p in written]
+    if as_json:
+        emit_json(decided)
+    else:
+        report.print_terminal(decided)
+
+
+def _adapters(specs: tuple[str, ...]) -> dict[str, str]:
+    adapters = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise BadInput(f"--adapter {spec!r} should be NAME=DIR, e.g. --adapter "
+                           "support=./adapters/support.")
+        adapters[lora_adapter.check_name(name)] = str(Path(path).expanduser().resolve())
+    return adapters
+
+
+def check_inputs(config: plan_config.PlanConfig) -> str:
+    """Everything that can be checked before the first stage; the model's folder."""
+    ref = models.resolve(config.model)
+    if ref.kind == "hub":
+        raise BadInput(f"thrifty plan needs a local model: {config.model} is a hub id. Download "
+                       "it first (e.g. `hf download ...`) and give its folder.")
+    if ref.kind == "builtin" and not models.is_prepared(config.model):
+        run_thrifty(Stage("prepare model", ["models", "prepare", config.model]))
+    for name, path in config.adapters.items():
+        if not Path(path).is_dir():
+            raise BadInput(f"--adapter {name}={path}: no such folder.")
+        lora_adapter.validate(path, ref.path, config.model)
+    if config.gpus:
+        plan_config.check_gpus(config.gpus, _catalog_ids())
+    for task in config.tasks:
+        if task.endswith((".yaml", ".yml")) and not Path(task).is_file():
+            raise BadInput(f"--task {task}: no such task file.")
+    return ref.path
+
+
+def _catalog_ids() -> dict[str, list[str]]:
+    """GPU id -> aliases, from `thrifty gpus --json` (the cost feature owns the catalog)."""
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "thrifty", "gpus", "--json"],
+                          capture_output=True, text=True, check=True)
+    return {g["id"]: g.get("aliases", []) for g in json.loads(done.stdout)["gpus"]}
+
+
+def prepare_folder(folder: Path, resume: bool, force: bool) -> Path:
+    """The plan folder: new, resumed, or (with --force) started over; never someone else's."""
+    is_plan = any((folder / name).exists() for name in PLAN_FILES)
+    if folder.exists() and any(folder.iterdir()) and not is_plan:
+        raise BadInput(f"--out {folder} exists and is not a thrifty plan folder; give a new or "
+                       "empty folder so nothing of yours is overwritten.")
+    if is_plan and not (resume or force):
+        raise BadInput(f"--out {folder} already holds a plan. Pass --resume to continue it "
+                       "(stages whose inputs are unchanged are reused) or --force to start "
+                       "over.")
+    if is_plan and force and not resume:
+        stderr.print(f"plan: starting over in {folder} (--force).")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / STATE_FILE).exists():  # marks the folder as a plan's from the start
+        write_json(folder / STATE_FILE, {})
+    return folder

@@ -1,0 +1,105 @@
+"""The documents each deploy target reads, built from a plan's recommendation.
+
+Every target runs the same vLLM image (the version thrifty's CUDA engine pins) with the same
+flags (the plan's `serving.vllm_args`), the checkpoint and adapters read from one volume. The
+model is addressed by a URI: `pvc://CLAIM/PATH` (default `pvc://thrifty-models/<checkpoint>`,
+the checkpoint folder copied into that claim), or a `hf://` / `s3://` URI for KServe.
+"""
+
+import re
+from importlib import resources
+
+# The node label NVIDIA's GPU Feature Discovery sets (nvidia.com/gpu.product: the product name
+# nvidia-smi reports, spaces as dashes), per catalog GPU. AMD's device plugin labels differ.
+GPU_PRODUCT_LABELS = {
+    "b200": "NVIDIA-B200", "h200": "NVIDIA-H200", "h100-sxm": "NVIDIA-H100-80GB-HBM3",
+    "h100-pcie": "NVIDIA-H100-PCIe", "a100-80gb": "NVIDIA-A100-SXM4-80GB",
+    "a100-40gb": "NVIDIA-A100-SXM4-40GB", "l40s": "NVIDIA-L40S",
+    "rtx-6000-ada": "NVIDIA-RTX-6000-Ada-Generation", "rtx-4090": "NVIDIA-GeForce-RTX-4090",
+    "a10g": "NVIDIA-A10G", "l4": "NVIDIA-L4", "t4": "Tesla-T4",
+}
+PORT = 8000
+MODELS_MOUNT = "/models"
+
+
+def vllm_image() -> str:
+    """vllm/vllm-openai at the version thrifty's CUDA engine pins (what `thrifty serve` runs)."""
+    text = (resources.files("thrifty") / "engines" / "vllm-cuda.txt").read_text()
+    version = re.search(r"^vllm==(\S+)", text, re.MULTILINE).group(1)
+    return f"vllm/vllm-openai:v{version}"
+
+
+def resource_name(decided: dict) -> str:
+    """A DNS-1035 name for the deployment: thrifty-<checkpoint>."""
+    base = re.sub(r"[^a-z0-9-]+", "-", decided["serving"]["served_model_name"].lower())
+    return ("thrifty-" + base).strip("-")[:52].rstrip("-")
+
+
+def model_uri(decided: dict, given: str | None) -> str:
+    return given or f"pvc://thrifty-models/{decided['serving']['served_model_name']}"
+
+
+def _pvc(uri: str) -> tuple[str, str] | None:
+    """pvc://CLAIM/PATH -> (CLAIM, PATH)."""
+    match = re.fullmatch(r"pvc://([a-z0-9][a-z0-9.-]*)/(.+)", uri)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def container_args(decided: dict, model_path: str) -> list[str]:
+    spec = decided["serving"]
+    args = ["--model", model_path, "--served-model-name", spec["served_model_name"],
+            "--host", "0.0.0.0", "--port", str(PORT), *spec["vllm_args"]]
+    if spec["adapters"]:
+        args += ["--lora-modules", *(f"{a['name']}={MODELS_MOUNT}/adapters/{a['name']}"
+                                     for a in spec["adapters"])]
+    return args
+
+
+def _labels(decided: dict) -> dict:
+    return {"app.kubernetes.io/name": resource_name(decided),
+            "app.kubernetes.io/managed-by": "thrifty"}
+
+
+def _env(decided: dict) -> list[dict]:
+    env = [{"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "thrifty-api-key", "key": "api-key", "optional": True}}}]
+    if decided["serving"]["adapters"]:  # lets `thrifty adapters load` add adapters at runtime
+        env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
+    return env
+
+
+def kubernetes_objects(decided: dict, given_uri: str | None) -> list[dict]:
+    """A Deployment of the recommended replicas and a Service in front of them."""
+    rec, name = decided["recommendation"], resource_name(decided)
+    claim, path = _pvc(model_uri(decided, given_uri)) or ("thrifty-models",
+                                                           decided["serving"]["served_model_name"])
+    gpus = rec["tensor_parallel"]
+    container = {
+        "name": "vllm", "image": vllm_image(),
+        "args": container_args(decided, f"{MODELS_MOUNT}/{path}"), "env": _env(decided),
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"},
+                           "initialDelaySeconds": 30, "periodSeconds": 10},
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
+                         {"name": "shm", "mountPath": "/dev/shm"}],
+    }
+    pod = {"containers": [container], "volumes": [
+        {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]}
+    if rec["gpu"] in GPU_PRODUCT_LABELS:
+        pod["nodeSelector"] = {"nvidia.com/gpu.product": GPU_PRODUCT_LABELS[rec["gpu"]]}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": _labels(decided)},
+        "spec": {"replicas": rec["replicas"], "selector": {"matchLabels": _labels(decided)},
+                 "template": {"metadata": {"labels": _labels(decided)}, "spec": pod}},
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "labels": _labels(decided)},
+        "spec": {"selector": _labels(decided),
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+    return [deployment, service]
+

@@ -1,0 +1,207 @@
+"""`thrifty plan`'s decision on real cost output, its stage cache, its manifests checked against
+Kubernetes' schemas, and every input refused before a stage starts."""
+
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+from safetensors_files import LLAMA, make_adapter, make_base
+
+from thrifty.core.errors import BadInput
+from thrifty.plan import config as plan_config
+from thrifty.plan import decide, deploy, manifests
+from thrifty.plan.stages import STATE_FILE, Stage, StageRunner
+
+QUALITY = {"bf16": {"kld_mean": 0.0, "top1_agreement_pct": 100.0, "perplexity_delta_pct": 0.0},
+           "w8a8": {"kld_mean": 0.02, "top1_agreement_pct": 93.0, "perplexity_delta_pct": 1.5},
+           "w4a16": {"kld_mean": 0.2, "top1_agreement_pct": 80.0, "perplexity_delta_pct": 9.0}}
+
+
+def costed(run_cli, *extra: str) -> list[dict]:
+    """`thrifty cost plan` of Llama-3.1-8B's three variants; each row's model named after its
+    variant, as the plan's checkpoints are."""
+    result = run_cli("cost", "plan", "llama-3.1-8b", "--variants", "bf16,w8a8,w4a16",
+                     "--gpu", "l4,l40s,h100-sxm", "--requests-per-day", "200000", "--json",
+                     *extra)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["options"]
+    return [{**row, "model": row["variant"]} for row in rows]
+
+
+VARIANT_OF = {v: v for v in QUALITY}
+
+
+def test_the_recommendation_is_the_cheapest_option_above_the_floor(isolated_home, run_cli):
+    floor = plan_config.parse_floor("top1=90")
+    best, judged = decide.judge(costed(run_cli), VARIANT_OF, QUALITY, floor, None)
+    served = [o for o in judged if o["usd_per_month"] is not None]
+    allowed = [o for o in served if o["plan_variant"] != "w4a16"]
+    assert best["usd_per_month"] == min(o["usd_per_month"] for o in allowed)
+    assert judged[0] is best and best["excluded_by"] == ""
+    below = [o for o in judged if o["plan_variant"] == "w4a16" and o["usd_per_month"]]
+    assert below and all(o["excluded_by"] == "quality" for o in below)
+    assert "top-1 agreement 80.0% < 90% (10.0 points short)" in below[0]["why"]
+    others = [o for o in allowed if o is not best]
+    assert all(o["excluded_by"] == "costlier" and "more than the recommendation" in o["why"]
+               for o in others if o["usd_per_month"] > best["usd_per_month"])
+
+
+def test_a_budget_below_every_option_says_by_how_much(isolated_home, run_cli):
+    best, judged = decide.judge(costed(run_cli), VARIANT_OF, QUALITY,
+                                plan_config.QualityFloor(), 10.0)
+    assert best is None
+    cheapest = min(o["usd_per_month"] for o in judged if o["usd_per_month"])
+    text = decide.why_nothing(judged, plan_config.QualityFloor(), 10.0)
+    assert "the budget ($10/month)" in text and f"${cheapest - 10:,.0f} over" in text
+
+
+def test_an_slo_no_option_meets_names_the_slo(isolated_home, run_cli):
+    rows = costed(run_cli, "--slo", "ttft_ms=0.5,tpot_ms=0.1")
+    best, judged = decide.judge(rows, VARIANT_OF, QUALITY, plan_config.QualityFloor(), None)
+    assert best is None and {o["excluded_by"] for o in judged} <= {"slo", "fit"}
+    assert "miss the SLO" in decide.why_nothing(judged, plan_config.QualityFloor(), None)
+
+
+def test_a_floor_no_variant_meets_names_the_closest(isolated_home, run_cli):
+    floor = plan_config.parse_floor("kld=0.001")
+    quality = {**QUALITY, "bf16": {**QUALITY["bf16"], "kld_mean": 0.01}}
+    best, judged = decide.judge(costed(run_cli), VARIANT_OF, quality, floor, None)
+    text = decide.why_nothing(judged, floor, None)
+    assert best is None and "quality floor (KLD <= 0.001)" in text and "10.0x the limit" in text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("top1=95,top1=90", "each at most once"),
+    ("speed=2", "is not one of"),
+    ("top1=120", "not a percentage"),
+])
+def test_bad_quality_floors_are_refused(text, message):
+    with pytest.raises(BadInput, match=message):
+        plan_config.parse_floor(text)
+
+
+def test_unknown_variant_gets_a_did_you_mean():
+    with pytest.raises(BadInput, match="Did you mean 'w4a16-gptq'"):
+        plan_config.parse_variants("bf16,w4a16-gpt")
+
+
+def test_unknown_gpu_gets_a_did_you_mean():
+    with pytest.raises(BadInput, match="Did you mean 'h100-sxm'"):
+        plan_config.check_gpus(("h100-sxn",), {"h100-sxm": [], "l4": []})
+
+
+def test_stages_are_reused_on_resume_and_rerun_when_their_inputs_change(tmp_path,
+                                                                        isolated_home, capsys):
+    first = [Stage("gpus", ["gpus", "--gpu", "l4"]), Stage("after", ["gpus"], after=("gpus",))]
+    runner = StageRunner(tmp_path, first, resume=False, quiet=True)
+    results = runner.run_all()
+    assert [g["id"] for g in results["gpus"]["gpus"]] == ["l4"]
+    again = StageRunner(tmp_path, first, resume=True, quiet=True)
+    again.run_all()
+    assert all(t["cached"] for t in again.timings.values())
+    changed = [Stage("gpus", ["gpus", "--gpu", "t4"]), Stage("after", ["gpus"], after=("gpus",))]
+    third = StageRunner(tmp_path, changed, resume=True, quiet=True)
+    assert [g["id"] for g in third.run_all()["gpus"]["gpus"]] == ["t4"]
+    assert third.changed == ["gpus", "after"]
+    said = " ".join(capsys.readouterr().err.split())
+    assert "re-running gpus: its command line changed: gpus --gpu l4 -> gpus --gpu t4" in said
+    assert "re-running after: gpus changed" in said
+    assert json.loads((tmp_path / STATE_FILE).read_text())["gpus"]["argv"][-1] == "t4"
+
+
+def decided(adapters: dict | None = None, gpu: str = "l4", replicas: int = 3) -> dict:
+    recommendation = {"variant": "w8a8", "checkpoint": "/plans/p/variants/smollm2-135m-w8a8",
+                      "gpu": gpu, "tensor_parallel": 2, "replicas": replicas}
+    flags = {"dtype": "auto", "max_model_len": 2048, "tensor_parallel_size": 1, "eager": True,
+             "lora": bool(adapters), "max_lora_rank": 8 if adapters else None,
+             "max_loras": 2 if adapters else None, "max_cpu_loras": 2 if adapters else None}
+    speed = {"w8a8": {"measured": True, "flags": flags}}
+    return {"recommendation": recommendation,
+            "serving": deploy.serving_spec(recommendation, speed, adapters or {})}
+
+
+def test_the_served_flags_are_the_benched_ones_at_the_plans_parallelism():
+    spec = decided({"history": "/a/history"})["serving"]
+    args = spec["vllm_args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert args[args.index("--max-lora-rank") + 1] == "8" and "--enforce-eager" not in args
+    assert spec["flags_from"] == "the bench run of w8a8"
+
+
+@pytest.mark.parametrize("adapters", [None, {"history": "/a/history", "chemistry": "/a/c"}])
+def test_kubernetes_manifests_validate_against_the_kubernetes_schemas(adapters):
+    documents = manifests.kubernetes_objects(decided(adapters), None)
+    for document in documents:
+        kubernetes_validate.validate(document, "1.33", strict=True)
+    deployment, service = documents
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 3
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {
+        "nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert container["args"][:2] == ["--model", "/models/smollm2-135m-w8a8"]
+    if adapters:
+        assert "history=/models/adapters/history" in container["args"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_a_plan_without_a_recommendation_renders_no_manifests(tmp_path):
+    plan = {"serving": None, "nothing_meets": "the budget excludes every option"}
+    with pytest.raises(BadInput, match="nothing to deploy"):
+        deploy.write_manifests(plan, ("k8s",), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_deploy_target_is_refused():
+    with pytest.raises(BadInput, match="unknown target 'helm'"):
+        deploy.parse_targets("k8s,helm")
+
+
+PLAN_ARGS = ("--requests-per-day", "1000", "--variants", "bf16")
+
+
+def plan_refused(run_cli, *args) -> str:
+    result = run_cli("plan", *args)
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    return " ".join(result.output.split())
+
+
+def test_plan_refuses_bad_inputs_before_any_stage(isolated_home, run_cli, tmp_path):
+    base = make_base(tmp_path / "base")
+    out = tmp_path / "plan"
+    assert "exactly one of --requests-per-day" in plan_refused(
+        run_cli, base, "--out", out, "--variants", "bf16")
+    assert "Did you mean 'w8a8'" in plan_refused(
+        run_cli, base, "--requests-per-day", "10", "--variants", "w8a9", "--out", out)
+    assert "Did you mean 'l40s'" in plan_refused(run_cli, base, *PLAN_ARGS, "--gpus", "l40",
+                                                 "--out", out)
+    other = make_adapter(tmp_path / "a", spec={**LLAMA, "hidden": 128}, trained_on="other/m")
+    assert "does not fit the base model" in plan_refused(
+        run_cli, base, *PLAN_ARGS, "--adapter", f"a={other}", "--out", out)
+    assert "unknown target" in plan_refused(run_cli, base, *PLAN_ARGS, "--emit", "helm",
+                                            "--out", out)
+    assert not out.exists()
+
+
+def test_plan_never_writes_into_a_folder_that_is_not_a_plan(isolated_home, run_cli, tmp_path):
+    base = make_base(tmp_path / "base")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert "is not a thrifty plan folder" in plan_refused(run_cli, base, *PLAN_ARGS, "--out",
+                                                          mine)
+    plan_folder = tmp_path / "plan"
+    plan_folder.mkdir()
+    (plan_folder / STATE_FILE).write_text("{}")
+    assert "already holds a plan. Pass --resume" in plan_refused(run_cli, base, *PLAN_ARGS,
+                                                                "--out", plan_folder)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_manifests_render_as_yaml_files(tmp_path):
+    written = deploy.write_manifests(decided(), ("k8s",), tmp_path)
+    documents = list(yaml.safe_load_all(written[0].read_text()))
+    assert [d["kind"] for d in documents] == ["Deployment", "Service"]
+    with pytest.raises(BadInput, match="pass --force"):
+        deploy.write_manifests(decided(), ("k8s",), tmp_path, force=False)
