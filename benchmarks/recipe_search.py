@@ -31,6 +31,10 @@ RECIPES = {
     "w4-asym gptq 128x512 (defaults)": [*ASYM, "--method", "gptq"],
     "w4-asym gptq 128x512 no act-order": [*ASYM, "--method", "gptq", "--no-actorder"],
     "w4-asym gptq 128x512 dampening 0.1": [*ASYM, "--method", "gptq", "--dampening", "0.1"],
+    # AWQ's scaling, then GPTQ with activation-weighted (importance-matrix) scale search
+    **{f"w4-asym awq-gptq imatrix 64x256 seed {seed}": [
+        *ASYM, "--method", "awq-gptq", "--observer", "imatrix-mse", "--num-samples", "64",
+        "--seq-len", "256", "--seed", str(seed)] for seed in (0, 1, 2)},
     # 8-bit
     "w8a16 rtn": ["--scheme", "W8A16", "--method", "rtn"],
     "w8a8 rtn, no smoothquant": [*W8A8, "--method", "rtn", "--smoothquant", "0"],
@@ -78,7 +82,24 @@ def markdown(result: dict) -> str:
             f"| {common.interval(vs['kld_mean'], vs['kld_mean_ci95'], '{:.4f}')} "
             f"| {top1} "
             f"| {vs['delta_log_ppl']:+.4f} | {kept} | {made.get('bench_seconds', '')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + seeds_summary(rows, rtn)) + "\n"
+
+
+def seeds_summary(rows: dict, rtn: float) -> list[str]:
+    """Recipes run with several calibration seeds: the mean and range of what they keep away."""
+    groups: dict[str, list[float]] = {}
+    for label, row in rows.items():
+        if " seed " in label:
+            groups.setdefault(label.split(" seed ")[0], []).append(row["vs_base"]["kld_mean"])
+    lines = []
+    for name, klds in groups.items():
+        kept = [1 - k / rtn for k in klds]
+        mean = sum(klds) / len(klds)
+        lines.append(f"\n{name}, {len(klds)} calibration seeds: KLD mean {mean:.4f}"
+                     f" (range {min(klds):.4f}–{max(klds):.4f}); keeps "
+                     f"{sum(kept) / len(kept):.0%} of same-scheme RTN's KLD away (range "
+                     f"{min(kept):.0%}–{max(kept):.0%}).")
+    return lines
 
 
 def main() -> None:
