@@ -13,6 +13,7 @@ import sys
 import click
 
 from thrifty import __version__
+from thrifty.core import tracking
 from thrifty.core.errors import ThriftyError
 
 # name -> "module:attribute". The only list of commands; `--help` and dispatch both read it.
@@ -91,14 +92,21 @@ def _print_error(message: str) -> None:
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-paragraph errors.")
+@click.option("--mlflow", "mlflow_uri", metavar="URI",
+              help="Log every run to this MLflow tracking server (or THRIFTY_MLFLOW_URI); "
+                   "needs `pip install 'thrifty[mlflow]'`.")
 @click.version_option(__version__, prog_name="thrifty")
-def cli(debug: bool) -> None:
+def cli(debug: bool, mlflow_uri: str | None) -> None:
     """thrifty: make a fine-tuned LLM cheap to deploy.
 
     Quantize and evaluate a model, generate with it in vLLM, and keep a record of every run.
     Heavy libraries run in isolated engine environments (`thrifty setup`); everything works
     offline with the built-in model `smollm2-135m` and the `enwiki` corpus.
     """
+    if mlflow_uri:  # the environment carries it to the commands a plan runs
+        os.environ[tracking.URI_ENV] = mlflow_uri
+    if tracking.tracking_uri():
+        tracking.check_client()
 
 
 def main() -> None:

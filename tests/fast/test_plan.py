@@ -10,7 +10,7 @@ from safetensors_files import LLAMA, make_adapter, make_base
 
 from thrifty.core.errors import BadInput
 from thrifty.plan import config as plan_config
-from thrifty.plan import decide, deploy, manifests
+from thrifty.plan import decide, deploy, manifest_models, manifests
 from thrifty.plan.stages import STATE_FILE, Stage, StageRunner
 
 QUALITY = {"bf16": {"kld_mean": 0.0, "top1_agreement_pct": 100.0, "perplexity_delta_pct": 0.0},
@@ -205,3 +205,51 @@ def test_manifests_render_as_yaml_files(tmp_path):
     assert [d["kind"] for d in documents] == ["Deployment", "Service"]
     with pytest.raises(BadInput, match="pass --force"):
         deploy.write_manifests(decided(), ("k8s",), tmp_path, force=False)
+
+
+def test_production_stack_values_carry_every_benched_flag():
+    plan = decided({"history": "/a/history"})
+    (values,) = manifests.production_stack_values(plan, None)
+    (model,) = values["servingEngineSpec"]["modelSpec"]
+    config = model["vllmConfig"]
+    assert (model["replicaCount"], model["requestGPU"], config["tensorParallelSize"]) == (3, 2, 2)
+    assert model["enableLoRA"] and config["maxLoras"] == 2
+    chart_flags = {"--tensor-parallel-size": config["tensorParallelSize"],
+                   "--max-model-len": config["maxModelLen"], "--dtype": config["dtype"],
+                   "--max-loras": config["maxLoras"]}
+    args = plan["serving"]["vllm_args"]
+    for flag, value in chart_flags.items():
+        assert args[args.index(flag) + 1] == str(value)
+    rest = [a for a in args if a not in chart_flags and a != "--enable-lora"
+            and a not in map(str, chart_flags.values())]
+    assert config["extraArgs"][:len(rest)] == rest
+    assert model["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["NVIDIA-L4"]
+
+
+def test_the_typed_values_refuse_what_the_chart_schema_refuses():
+    config = manifest_models.VllmConfig(tensorParallelSize=1, maxModelLen=2048, dtype="auto",
+                                        enablePrefixCaching=True)
+    with pytest.raises(TypeError, match="requestCPU = '500m'"):
+        manifest_models.ModelSpec(
+            name="m", repository="vllm/vllm-openai", tag="v1", modelURL="/models/m",
+            replicaCount=1, requestCPU="500m", requestMemory="8Gi", requestGPU=1,
+            requestGPUType="nvidia.com/gpu", enableLoRA=False, vllmConfig=config)
+    with pytest.raises(TypeError, match="tensorParallelSize"):
+        manifest_models.VllmConfig(tensorParallelSize="2", maxModelLen=2048, dtype="auto",
+                                   enablePrefixCaching=True)
+
+
+def test_kserve_service_sets_lora_from_the_benched_flags_and_a_valid_pod():
+    plan = decided({"history": "/a/history", "chemistry": "/a/c"})
+    (service,) = manifests.kserve_llm_service(plan, "pvc://models/checkpoints/m")
+    spec = service["spec"]
+    assert service["apiVersion"] == "serving.kserve.io/v1alpha2"
+    assert spec["model"]["uri"] == "pvc://models/checkpoints/m"
+    assert spec["model"]["lora"] == {
+        "adapters": [{"name": "history", "uri": "pvc://models/checkpoints/adapters/history"},
+                     {"name": "chemistry", "uri": "pvc://models/checkpoints/adapters/chemistry"}],
+        "maxRank": 8, "maxAdapters": 2, "maxCpuAdapters": 2}
+    assert spec["parallelism"] == {"tensor": 2} and spec["replicas"] == 3
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"},
+           "spec": spec["template"]}
+    kubernetes_validate.validate(pod, "1.33", strict=True)

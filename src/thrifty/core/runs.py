@@ -15,7 +15,7 @@ import sys
 import time
 
 from thrifty import __version__
-from thrifty.core import engines, hardware, paths
+from thrifty.core import engines, hardware, paths, tracking
 from thrifty.core.files import write_json
 
 SCHEMA = "thrifty.result"
@@ -53,6 +53,7 @@ class RunRecord:
         self.logs.mkdir(parents=True)
         self._started = time.time()
         self._result: dict | None = None
+        self._config = config
         write_json(self.path / "config.json", {"command": command, **config})
         write_json(self.path / "environment.json", fingerprint(engines_used))
 
@@ -73,7 +74,7 @@ class RunRecord:
         else:
             status, error = "failed", str(exc)
         finished = time.time()
-        write_json(self.path / "result.json", {
+        result = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "command": self.command,
@@ -83,7 +84,10 @@ class RunRecord:
             "finished_at": _iso(finished),
             "duration_s": round(finished - self._started, 3),
             **(self._result or {"measured": {}, "modelled": {}, "details": {}}),
-        })
+        }
+        write_json(self.path / "result.json", result)
+        if tracking.tracking_uri():
+            tracking.log_record(self.path, self.command, self._config, result)
 
 
 def fingerprint(engines_used: tuple[str, ...] = ()) -> dict:

@@ -1,16 +1,20 @@
 """`thrifty plan`: from a model and a traffic profile to the cheapest deployment that meets the
 SLO and a quality floor, with the report and the manifests to run it."""
 
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from thrifty.assets import models
+from thrifty.core import tracking
 from thrifty.core.errors import BadInput
-from thrifty.core.files import write_json
+from thrifty.core.files import read_json, write_json
 from thrifty.core.output import emit_json, json_option
 from thrifty.core.progress import stderr
 from thrifty.formats import lora_adapter
@@ -107,16 +111,52 @@ def plan(model, adapter_specs, requests_per_day, tokens_per_month, input_tokens,
     model_path = check_inputs(config)
     folder = prepare_folder(Path(config.out), resume, force)
     runner = StageRunner(folder, pipeline.build_stages(config, model_path), resume)
-    results = runner.run_all()
-    decided = report.assemble(config, model_path, results, runner)
-    written = report.write(folder, decided)
-    if config.emit:
-        written += deploy.write_manifests(decided, config.emit, folder / "manifests")
-    decided["files"] = [str(p) for p in written]
+    with tracked(config) as written:
+        results = runner.run_all()
+        decided = report.assemble(config, model_path, results, runner)
+        written += report.write(folder, decided)
+        if config.emit:
+            written += deploy.write_manifests(decided, config.emit, folder / "manifests")
+        decided["files"] = [str(p) for p in written]
+        decided["mlflow_run_id"] = os.environ.get(tracking.PARENT_ENV)
     if as_json:
         emit_json(decided)
     else:
         report.print_terminal(decided)
+
+
+@contextmanager
+def tracked(config: plan_config.PlanConfig) -> Iterator[list[Path]]:
+    """With MLflow tracking on: a parent run for the plan, each stage's run its child, and the
+    report and manifests (the list the block fills) logged when the plan ends."""
+    parent = tracking.start_parent(f"plan {config.model}", {
+        "model": config.model, "variants": ",".join(config.variants),
+        "slo": config.slo_text, "quality_floor": config.floor.text(),
+        "budget_usd_per_month": config.budget_usd, "traffic": vars(config.traffic)})
+    if parent:
+        os.environ[tracking.PARENT_ENV] = parent
+    files: list[Path] = []
+    ok = False
+    try:
+        yield files
+        ok = True
+    finally:
+        if parent:
+            tracking.finish_parent(parent, plan_metrics(files), {}, files, ok)
+
+
+def plan_metrics(files: list[Path]) -> dict[str, float]:
+    """The recommendation's figures, read back from the plan.json written."""
+    plan_file = next((p for p in files if p.name == "plan.json"), None)
+    rec = (read_json(plan_file).get("recommendation") or {}) if plan_file else {}
+    energy = rec.get("energy") or {}
+    figures = {"modelled.usd_per_month": rec.get("usd_per_month"),
+               "modelled.usd_per_1m_tokens": rec.get("usd_per_1m_tokens"),
+               "modelled.gpus_count": rec.get("gpus"),
+               "modelled.gpu_hours_per_month": (rec.get("gpus") or 0) * 730 or None,
+               "modelled.energy_kwh_per_1m_output_tokens":
+                   energy.get("kwh_per_1m_output_tokens")}
+    return {k: float(v) for k, v in figures.items() if v is not None}
 
 
 def _adapters(specs: tuple[str, ...]) -> dict[str, str]:

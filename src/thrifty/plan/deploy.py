@@ -10,7 +10,9 @@ from thrifty.core.files import write_text
 from thrifty.formats import serve_flags
 from thrifty.plan import manifests
 
-TARGETS = {"k8s": manifests.kubernetes_objects}
+TARGETS = {"production-stack": manifests.production_stack_values,
+           "kserve": manifests.kserve_llm_service,
+           "k8s": manifests.kubernetes_objects}
 FILE_NAMES = {"production-stack": "production-stack-values.yaml",
               "kserve": "kserve-llminferenceservice.yaml", "k8s": "kubernetes.yaml"}
 

@@ -9,6 +9,17 @@ the checkpoint folder copied into that claim), or a `hf://` / `s3://` URI for KS
 import re
 from importlib import resources
 
+from thrifty.plan.manifest_models import (
+    LLMModelSpec,
+    LLMServiceSpec,
+    LoraAdapter,
+    LoraSpec,
+    ModelSpec,
+    RouterSpec,
+    StackValues,
+    VllmConfig,
+)
+
 # The node label NVIDIA's GPU Feature Discovery sets (nvidia.com/gpu.product: the product name
 # nvidia-smi reports, spaces as dashes), per catalog GPU. AMD's device plugin labels differ.
 GPU_PRODUCT_LABELS = {
@@ -47,12 +58,17 @@ def _pvc(uri: str) -> tuple[str, str] | None:
 
 def container_args(decided: dict, model_path: str) -> list[str]:
     spec = decided["serving"]
-    args = ["--model", model_path, "--served-model-name", spec["served_model_name"],
-            "--host", "0.0.0.0", "--port", str(PORT), *spec["vllm_args"]]
-    if spec["adapters"]:
-        args += ["--lora-modules", *(f"{a['name']}={MODELS_MOUNT}/adapters/{a['name']}"
-                                     for a in spec["adapters"])]
-    return args
+    return ["--model", model_path, "--served-model-name", spec["served_model_name"],
+            "--host", "0.0.0.0", "--port", str(PORT), *spec["vllm_args"],
+            *_lora_modules(spec)]
+
+
+def _lora_modules(spec: dict) -> list[str]:
+    """The adapters vLLM loads at start, from the models volume."""
+    if not spec["adapters"]:
+        return []
+    return ["--lora-modules", *(f"{a['name']}={MODELS_MOUNT}/adapters/{a['name']}"
+                                for a in spec["adapters"])]
 
 
 def _labels(decided: dict) -> dict:
@@ -103,3 +119,85 @@ def kubernetes_objects(decided: dict, given_uri: str | None) -> list[dict]:
     }
     return [deployment, service]
 
+
+
+def _gpu_selector_terms(gpu: str) -> list[dict]:
+    if gpu not in GPU_PRODUCT_LABELS:
+        return []
+    return [{"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+                                   "values": [GPU_PRODUCT_LABELS[gpu]]}]}]
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def production_stack_values(decided: dict, given_uri: str | None) -> list[dict]:
+    """Helm values for vLLM's production-stack chart (`helm install ... -f`): one model spec
+    with the plan's GPU, GPUs per replica, replicas and vLLM flags, and the router in front.
+    Adapters load at start from the models volume; runtime loading stays on."""
+    rec, spec = decided["recommendation"], decided["serving"]
+    claim, path = _pvc(model_uri(decided, given_uri)) or ("thrifty-models",
+                                                           spec["served_model_name"])
+    args = spec["vllm_args"]
+    mapped = {"--dtype", "--max-model-len", "--tensor-parallel-size", "--max-loras",
+              "--enable-lora"}
+    extra, skip = [], False
+    for arg in args:  # flags the chart has no key for travel as extraArgs
+        if skip:
+            skip = False
+        elif arg in mapped:
+            skip = arg != "--enable-lora"
+        else:
+            extra.append(arg)
+    extra += ["--served-model-name", spec["served_model_name"], *_lora_modules(spec)]
+    gpus = rec["tensor_parallel"]
+    values = StackValues(modelSpec=[ModelSpec(
+        name=resource_name(decided), repository=vllm_image().split(":")[0],
+        tag=vllm_image().split(":")[1], modelURL=f"{MODELS_MOUNT}/{path}",
+        replicaCount=rec["replicas"], requestCPU=4 * gpus, requestMemory=f"{32 * gpus}Gi",
+        requestGPU=gpus, requestGPUType="nvidia.com/gpu", enableLoRA=bool(spec["adapters"]),
+        vllmConfig=VllmConfig(tensorParallelSize=gpus,
+                              maxModelLen=int(_flag(args, "--max-model-len")),
+                              dtype=_flag(args, "--dtype"), enablePrefixCaching=True,
+                              maxLoras=int(_flag(args, "--max-loras"))
+                              if "--max-loras" in args else None, extraArgs=extra),
+        env=[e for e in _env(decided) if "value" in e],
+        nodeSelectorTerms=_gpu_selector_terms(rec["gpu"]),
+        extraVolumes=[{"name": "models", "persistentVolumeClaim": {"claimName": claim,
+                                                                    "readOnly": True}}],
+        extraVolumeMounts=[{"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}],
+        shmSize="2Gi")], routerSpec=RouterSpec(enableRouter=True, routingLogic="roundrobin"))
+    return [values.as_dict()]
+
+
+def kserve_llm_service(decided: dict, given_uri: str | None) -> list[dict]:
+    """A KServe LLMInferenceService (serving.kserve.io/v1alpha2): KServe starts vLLM with the
+    model's name and tensor parallelism from the spec and LoRA flags from spec.model.lora; the
+    plan's other flags go in VLLM_ADDITIONAL_ARGS, which KServe's vLLM template appends."""
+    rec, spec = decided["recommendation"], decided["serving"]
+    uri = model_uri(decided, given_uri)
+    args, flags = spec["vllm_args"], spec["flags"]
+    others = ["--dtype", _flag(args, "--dtype"), "--max-model-len",
+              _flag(args, "--max-model-len")]
+    lora = None
+    if spec["adapters"]:
+        base = uri.rsplit("/", 1)[0]
+        lora = LoraSpec(adapters=[LoraAdapter(a["name"], f"{base}/adapters/{a['name']}")
+                                  for a in spec["adapters"]],
+                        maxRank=flags["max_lora_rank"], maxAdapters=flags["max_loras"],
+                        maxCpuAdapters=flags["max_cpu_loras"])
+    gpus = rec["tensor_parallel"]
+    pod = {"containers": [{"name": "main", "env": [
+        {"name": "VLLM_ADDITIONAL_ARGS", "value": " ".join(others)},
+        *[e for e in _env(decided) if e["name"] != "VLLM_API_KEY"]],
+        "resources": {"limits": {"nvidia.com/gpu": str(gpus)},
+                      "requests": {"nvidia.com/gpu": str(gpus)}}}]}
+    if rec["gpu"] in GPU_PRODUCT_LABELS:
+        pod["nodeSelector"] = {"nvidia.com/gpu.product": GPU_PRODUCT_LABELS[rec["gpu"]]}
+    service = LLMServiceSpec(
+        model=LLMModelSpec(uri=uri, name=spec["served_model_name"], lora=lora),
+        replicas=rec["replicas"], parallelism={"tensor": gpus}, template=pod)
+    return [{"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService",
+             "metadata": {"name": resource_name(decided), "labels": _labels(decided)},
+             "spec": service.as_dict()}]
