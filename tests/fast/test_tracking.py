@@ -3,11 +3,6 @@ logged with its parameters, unit-named metrics, cost tags and files, and a serve
 not answer costs nothing but a warning."""
 
 import json
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,38 +10,6 @@ import pytest
 from mlflow import MlflowClient
 
 from thrifty.core import tracking
-
-MLFLOW = Path(sys.executable).parent / "mlflow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 with a SQLite store; its URI."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    with (folder / "server.log").open("w") as log:
-        server = subprocess.Popen(
-            [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while tracking.answers(uri, timeout_s=1):
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield uri
-        server.terminate()
-        server.wait(timeout=30)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_cost_run_is_logged_with_params_metrics_tags_and_files(isolated_home, run_cli,
@@ -73,9 +36,9 @@ def test_a_cost_run_is_logged_with_params_metrics_tags_and_files(isolated_home, 
 
 
 def test_a_tracking_server_that_does_not_answer_loses_nothing(isolated_home, run_cli,
-                                                             monkeypatch):
+                                                             monkeypatch, unused_port):
     monkeypatch.setenv(tracking.URI_ENV, "")
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{unused_port}"
     result = run_cli("--mlflow", dead, "cost", "plan", "llama-3.1-8b", "--gpu", "l4",
                      "--requests-per-day", "100000", "--json")
     assert result.exit_code == 0, result.output

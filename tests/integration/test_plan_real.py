@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from cli_helpers import thrifty, thrifty_json
+from mlflow import MlflowClient
 from test_reports_render import CHROMIUM, run_chromium
 
 from thrifty.formats import plan as plan_format
@@ -20,12 +21,12 @@ PROFILE = ("--requests-per-day", "1000000", "--input-tokens", "128", "--output-t
 
 
 @pytest.fixture(scope="module")
-def planned(tmp_path_factory):
+def planned(tmp_path_factory, mlflow_server):
     out = tmp_path_factory.mktemp("plan") / "p"
     history = demo_adapters.default_dir() / "history"
-    decided = thrifty_json("plan", "smollm2-135m", "--adapter", f"history={history}", *PROFILE,
-                           "--quality-floor", "top1=80", "--emit",
-                           "production-stack,kserve,k8s", "--out", out)
+    decided = thrifty_json("--mlflow", mlflow_server, "plan", "smollm2-135m", "--adapter",
+                           f"history={history}", *PROFILE, "--quality-floor", "top1=80",
+                           "--emit", "production-stack,kserve,k8s", "--out", out)
     return out, decided
 
 
@@ -45,6 +46,22 @@ def test_plan_recommends_and_explains_every_option(planned):
     assert {s["name"] for s in decided["stages"]} == {
         "quantize w8a8-rtn", "eval w8a8-rtn", "bench bf16", "bench w8a8-rtn", "calibrate",
         "cost"}
+
+
+def test_plan_is_one_mlflow_parent_run_with_its_stages_as_children(planned, mlflow_server):
+    _, decided = planned
+    client = MlflowClient(tracking_uri=mlflow_server)
+    parent = client.get_run(decided["mlflow_run_id"])
+    assert parent.data.tags["thrifty.command"] == "plan" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["modelled.usd_per_month"] == pytest.approx(
+        decided["recommendation"]["usd_per_month"])
+    assert {"plan.json", "plan.md", "plan.html"} <= {
+        f.path for f in client.list_artifacts(parent.info.run_id)}
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    commands = sorted(c.data.tags["thrifty.command"] for c in children)
+    assert commands.count("bench") == 2 and {"quantize", "eval", "cost"} <= set(commands)
 
 
 def test_plan_manifests_validate(planned):
@@ -70,13 +87,16 @@ def test_plan_report_is_viewed_in_chromium(planned, tmp_path):
     assert text.count("<tr>") >= 1 + len(decided["options"]) + len(decided["variants"])
 
 
-def test_resume_reuses_stages_and_reruns_only_what_changed(planned):
+def test_resume_reuses_stages_and_reruns_only_what_changed(planned, unused_port):
     out, _ = planned
     history = demo_adapters.default_dir() / "history"
     args = ("plan", "smollm2-135m", "--adapter", f"history={history}", *PROFILE, "--out", out,
             "--resume")
-    again = thrifty_json(*args)
-    assert all(s["cached"] for s in again["stages"])
+    dead = f"http://127.0.0.1:{unused_port}"
+    done = thrifty("--mlflow", dead, *args, "--json")  # tracking fails; the plan does not
+    assert f"MLflow tracking at {dead} failed" in " ".join(done.stderr.split())
+    again = json.loads(done.stdout)
+    assert all(s["cached"] for s in again["stages"]) and again["recommendation"]
     impossible = list(args)
     impossible[impossible.index("ttft_ms=500,tpot_ms=50")] = "ttft_ms=1,tpot_ms=0.01"
     done = thrifty(*impossible, "--json")

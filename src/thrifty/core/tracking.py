@@ -88,6 +88,10 @@ def start_parent(name: str, params: dict) -> str | None:
     uri = tracking_uri()
     if not uri:
         return None
+    why = answers(uri)
+    if why:
+        _failed(uri, why)
+        return None
     try:
         client, experiment = _client(uri)
         run = client.create_run(experiment, run_name=name, tags={"thrifty.command": "plan"})

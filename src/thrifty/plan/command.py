@@ -114,11 +114,11 @@ def plan(model, adapter_specs, requests_per_day, tokens_per_month, input_tokens,
     with tracked(config) as written:
         results = runner.run_all()
         decided = report.assemble(config, model_path, results, runner)
+        decided["mlflow_run_id"] = os.environ.get(tracking.PARENT_ENV)
         written += report.write(folder, decided)
         if config.emit:
             written += deploy.write_manifests(decided, config.emit, folder / "manifests")
         decided["files"] = [str(p) for p in written]
-        decided["mlflow_run_id"] = os.environ.get(tracking.PARENT_ENV)
     if as_json:
         emit_json(decided)
     else:
