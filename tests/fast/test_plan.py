@@ -253,3 +253,13 @@ def test_kserve_service_sets_lora_from_the_benched_flags_and_a_valid_pod():
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"},
            "spec": spec["template"]}
     kubernetes_validate.validate(pod, "1.33", strict=True)
+
+
+def test_deploy_render_refuses_what_is_not_a_plan(isolated_home, run_cli, tmp_path):
+    result = run_cli("deploy", "render", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "neither a `thrifty plan` folder nor a plan.json" in " ".join(result.output.split())
+    (tmp_path / "plan.json").write_text(json.dumps({"schema": "thrifty.cost"}))
+    result = run_cli("deploy", "render", tmp_path)
+    assert "is not a thrifty plan (its schema is 'thrifty.cost')" in " ".join(
+        result.output.split())

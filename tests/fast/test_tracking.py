@@ -27,7 +27,9 @@ def test_a_cost_run_is_logged_with_params_metrics_tags_and_files(isolated_home, 
     assert run.data.params["models"] == '["llama-3.1-8b"]'
     assert run.data.params["traffic.requests_per_day"] == "100000.0"
     recorded = json.loads((folder / "result.json").read_text())["modelled"]
-    assert run.data.metrics["modelled.usd_per_month"] == pytest.approx(recorded["usd_per_month"])
+    for name in ("usd_per_month", "usd_per_1m_tokens", "gpu_hours_per_month",
+                 "energy_kwh_per_1m_output_tokens"):
+        assert run.data.metrics[f"modelled.{name}"] == pytest.approx(recorded[name])
     assert run.data.tags["thrifty.command"] == "cost"
     assert run.data.tags["thrifty.cost.gpu"] == "l4"
     assert run.data.tags["thrifty.cost.price_date"].startswith("20")

@@ -77,6 +77,17 @@ def test_plan_manifests_validate(planned):
     assert (out / "manifests" / "production-stack-values.yaml").is_file()
 
 
+def test_deploy_render_writes_a_plans_manifests_elsewhere(planned, tmp_path):
+    out, decided = planned
+    rendered = thrifty_json("deploy", "render", out, "--target", "k8s,kserve", "--out",
+                            tmp_path, "--model-uri", "pvc://models/prod/m")
+    assert sorted(rendered["files"]) == sorted(
+        str(tmp_path / name) for name in ("kubernetes.yaml", "kserve-llminferenceservice.yaml"))
+    (kserve,) = yaml.safe_load_all((tmp_path / "kserve-llminferenceservice.yaml").read_text())
+    assert kserve["spec"]["model"]["uri"] == "pvc://models/prod/m"
+    assert kserve["spec"]["replicas"] == decided["recommendation"]["replicas"]
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium: scripts/ensure_chromium.sh")
 def test_plan_report_is_viewed_in_chromium(planned, tmp_path):
     out, decided = planned

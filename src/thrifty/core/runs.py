@@ -25,7 +25,8 @@ SCHEMA_VERSION = 1
 UNIT_SUFFIXES = (
     "_ms", "_s", "_bytes", "_gib", "_mib", "_tokens", "_per_s", "_usd", "_usd_per_month",
     "_count", "_ratio", "_pct", "_params", "_bits", "_per_param", "_usd_per_hour",
-    "_usd_per_1m_tokens", "_bytes_per_token", "_nats",
+    "_usd_per_1m_tokens", "_bytes_per_token", "_nats", "_hours_per_month", "_kwh_per_month",
+    "_kwh_per_1m_output_tokens",
 )
 DIMENSIONLESS = {"perplexity"}  # quantities with no unit; named as such
 

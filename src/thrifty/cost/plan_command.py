@@ -13,6 +13,7 @@ from thrifty.core.runs import RunRecord
 from thrifty.core.stats import parse_slo
 from thrifty.cost import calibrate, catalog, model_shape, serving
 from thrifty.cost import report as cost_report
+from thrifty.cost.catalog import HOURS_PER_MONTH
 from thrifty.cost.command_options import Variant, load_shapes, split_names, warn_stale
 from thrifty.cost.fit import check_tensor_parallel
 from thrifty.cost.perf_model import Efficiency, efficiency_for
@@ -201,8 +202,7 @@ def write_reports(config: CostPlanConfig, report: dict, run_config: dict) -> Pat
     the run folder."""
     with RunRecord("cost", run_config) as run:
         best = report["options"][0] if report["options"] else {}
-        run.record({}, modelled={k: best[k] for k in ("usd_per_month", "usd_per_1m_tokens")
-                                 if k in best}, details={"cost": report})
+        run.record({}, modelled=best_figures(best), details={"cost": report})
         outputs = {"cost.md": cost_report.markdown(report), "cost.html": cost_report.html(report)}
         for name, text in outputs.items():
             write_text(run.path / name, text)
@@ -210,6 +210,19 @@ def write_reports(config: CostPlanConfig, report: dict, run_config: dict) -> Pat
         if path:
             write_text(Path(path), outputs[name])
     return run.path
+
+
+def best_figures(best: dict) -> dict:
+    """The cheapest option's monthly figures, for the run record (and MLflow)."""
+    if best.get("usd_per_month") is None:
+        return {}
+    energy = best.get("energy") or {}
+    figures = {"usd_per_month": best["usd_per_month"],
+               "usd_per_1m_tokens": best["usd_per_1m_tokens"],
+               "gpu_hours_per_month": best["gpus"] * HOURS_PER_MONTH,
+               "energy_kwh_per_month": energy.get("kwh_per_month"),
+               "energy_kwh_per_1m_output_tokens": energy.get("kwh_per_1m_output_tokens")}
+    return {k: v for k, v in figures.items() if v is not None}
 
 
 @dataclass(frozen=True)

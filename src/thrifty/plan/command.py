@@ -23,6 +23,7 @@ from thrifty.plan import deploy, pipeline, report
 from thrifty.plan.stages import STATE_FILE, Stage, StageRunner, run_thrifty
 
 PLAN_FILES = (STATE_FILE, "plan.json")
+HOURS_PER_MONTH = 730  # as thrifty cost prices a month
 
 
 @click.command("plan")
@@ -153,7 +154,7 @@ def plan_metrics(files: list[Path]) -> dict[str, float]:
     figures = {"modelled.usd_per_month": rec.get("usd_per_month"),
                "modelled.usd_per_1m_tokens": rec.get("usd_per_1m_tokens"),
                "modelled.gpus_count": rec.get("gpus"),
-               "modelled.gpu_hours_per_month": (rec.get("gpus") or 0) * 730 or None,
+               "modelled.gpu_hours_per_month": (rec.get("gpus") or 0) * HOURS_PER_MONTH or None,
                "modelled.energy_kwh_per_1m_output_tokens":
                    energy.get("kwh_per_1m_output_tokens")}
     return {k: float(v) for k, v in figures.items() if v is not None}
