@@ -108,3 +108,15 @@ def test_output_larger_than_free_disk_is_refused(tmp_path):
 
     with pytest.raises(BadInput, match="free"):
         _check_resources({"memory_bytes": 1, "output_bytes": 10**16}, str(tmp_path))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "rtn", "--observer", "imatrix-mse"], "--method rtn reads none"),
+    (["--method", "awq-gptq", "--scheme", "W8A8"], "AWQ protects salient weights"),
+])
+def test_recipes_that_cannot_work_are_refused_before_any_engine(isolated_home, run_cli,
+                                                                 model_folder, tmp_path, args,
+                                                                 message):
+    result = run_cli("quantize", model_folder, "--out", tmp_path / "out", *args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in " ".join(result.output.split()) and not (tmp_path / "out").exists()

@@ -103,3 +103,16 @@ def test_awq_on_an_architecture_without_mappings_says_which_are_supported(tmp_pa
     assert "no such mappings for it" in done.stderr and "GPT2LMHeadModel" in done.stderr
     assert "LlamaForCausalLM" in done.stderr  # the supported list
     assert not (tmp_path / "out").exists()
+
+
+def test_awq_then_gptq_with_the_importance_observer(tmp_path):
+    out = tmp_path / "awq-gptq"
+    manifest = thrifty_json("quantize", BASE, "--method", "awq-gptq", "--num-samples", "4",
+                            "--seq-len", "64", "--no-verify", "--out", out)
+    assert manifest["method"] == "awq-gptq" and manifest["observer"] == "imatrix-mse"
+    recipe = manifest["recipe"]
+    assert recipe.index("AWQModifier") < recipe.index("GPTQModifier")
+    assert "imatrix-mse" in recipe and manifest["actorder"] is True
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    weights = config["config_groups"]["group_0"]["weights"]
+    assert weights["num_bits"] == 4 and weights["symmetric"] is False

@@ -67,14 +67,15 @@ def _scheme_option(ctx, param, value: str) -> str:
 @click.option("--method", type=click.Choice(["gptq", "awq", "awq-gptq", "rtn"]),
               help="GPTQ (error-correcting, needs calibration), AWQ (activation-aware scaling, "
               "needs calibration; weight-only schemes), awq-gptq (AWQ's scaling, then GPTQ on "
-              "the scaled weights: the best 4-bit recipe in thrifty's benchmarks, with "
-              "--observer imatrix-mse) or RTN (round-to-nearest, no data). Default: gptq for "
-              "integer schemes, rtn for FP8 ones.")
+              "the scaled weights, with the imatrix-mse observer unless --observer says "
+              "otherwise: the best 4-bit recipe in thrifty's benchmarks) or RTN "
+              "(round-to-nearest, no data). Default: gptq for integer schemes, rtn for FP8 "
+              "ones.")
 @click.option("--observer", type=click.Choice(["minmax", "mse", "imatrix-mse"]),
               help="How weight scales are chosen: min-max of each group (llm-compressor's "
               "default), the scale with the least squared rounding error (mse), or that error "
               "weighted by each input channel's activation energy from the calibration data "
-              "(imatrix-mse, as llama.cpp's importance matrix).")
+              "(imatrix-mse, as llama.cpp's importance matrix; the default with awq-gptq).")
 @click.option("--scheme", default="W4A16_ASYM", show_default=True, callback=_scheme_option,
               help="W4A16_ASYM (4-bit weights with zero points; the default, as it kept the "
               "most quality in thrifty's benchmarks), W4A16 (symmetric), W8A16: weight-only, "
@@ -143,6 +144,8 @@ def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant:
     unverified, and the command fails.
     """
     recipe = schemes.resolve(scheme, method, bits, group_size, smoothquant)
+    if observer is None and recipe.method == "awq-gptq":
+        observer = "imatrix-mse"  # part of the recipe that kept the most quality here
     if observer == "imatrix-mse" and not recipe.needs_data:
         raise BadInput(f"--observer imatrix-mse weighs rounding errors by activations measured "
                        f"on calibration data, and --method {recipe.method} reads none. Use it "

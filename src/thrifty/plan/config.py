@@ -15,6 +15,7 @@ VARIANT_ARGS: dict[str, tuple[str, ...]] = {
     "fp8": ("--scheme", "FP8_DYNAMIC"),
     "w4a16-gptq": ("--scheme", "W4A16_ASYM", "--method", "gptq"),
     "w4a16-awq": ("--scheme", "W4A16_ASYM", "--method", "awq"),
+    "w4a16-awq-gptq": ("--scheme", "W4A16_ASYM", "--method", "awq-gptq"),
     "w4a16-rtn": ("--scheme", "W4A16_ASYM", "--method", "rtn"),
 }
 UNCALIBRATED = {"bf16", "w8a8-rtn", "fp8", "w4a16-rtn"}
