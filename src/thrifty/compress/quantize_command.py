@@ -144,12 +144,7 @@ def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant:
     unverified, and the command fails.
     """
     recipe = schemes.resolve(scheme, method, bits, group_size, smoothquant)
-    if observer is None and recipe.method == "awq-gptq":
-        observer = "imatrix-mse"  # part of the recipe that kept the most quality here
-    if observer == "imatrix-mse" and not recipe.needs_data:
-        raise BadInput(f"--observer imatrix-mse weighs rounding errors by activations measured "
-                       f"on calibration data, and --method {recipe.method} reads none. Use it "
-                       "with --method gptq, awq or awq-gptq, or pick --observer mse.")
+    observer = _observer(recipe, observer)
     out_dir, ref = _inputs(model, out, force, allow_pickle)
     merging = _adapter_inputs(model, ref.path, adapter, adapter_weight) if adapter else None
     if not no_verify:
@@ -191,6 +186,18 @@ def quantize(model: str, out: str, method: str | None, scheme: str, smoothquant:
         emit_json(manifest)
         return
     _print_summary(model, out_dir, manifest)
+
+
+def _observer(recipe: schemes.Recipe, observer: str | None) -> str | None:
+    """The weight observer: as given, imatrix-mse for awq-gptq (part of the recipe that kept
+    the most quality in thrifty's benchmarks), else llm-compressor's default."""
+    if observer is None and recipe.method == "awq-gptq":
+        observer = "imatrix-mse"
+    if observer == "imatrix-mse" and not recipe.needs_data:
+        raise BadInput(f"--observer imatrix-mse weighs rounding errors by activations measured "
+                       f"on calibration data, and --method {recipe.method} reads none. Use it "
+                       "with --method gptq, awq or awq-gptq, or pick --observer mse.")
+    return observer
 
 
 def _warn_before_work(recipe: schemes.Recipe) -> None:
