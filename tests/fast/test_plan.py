@@ -10,7 +10,8 @@ from safetensors_files import LLAMA, make_adapter, make_base
 
 from thrifty.core.errors import BadInput
 from thrifty.plan import config as plan_config
-from thrifty.plan import decide, deploy, manifest_models, manifests
+from thrifty.plan import decide, deploy, manifest_models, manifests, report
+from thrifty.plan.command import prepare_folder
 from thrifty.plan.stages import STATE_FILE, Stage, StageRunner
 
 QUALITY = {"bf16": {"kld_mean": 0.0, "top1_agreement_pct": 100.0, "perplexity_delta_pct": 0.0},
@@ -263,3 +264,70 @@ def test_deploy_render_refuses_what_is_not_a_plan(isolated_home, run_cli, tmp_pa
     result = run_cli("deploy", "render", tmp_path)
     assert "is not a thrifty plan (its schema is 'thrifty.cost')" in " ".join(
         result.output.split())
+
+
+def test_a_gpu_without_a_price_of_the_chosen_kind_is_not_available(isolated_home, run_cli):
+    result = run_cli("cost", "plan", "llama-3.1-8b", "--variants", "bf16", "--gpu", "b200,l40s",
+                     "--requests-per-day", "200000", "--pricing", "spot", "--json")
+    rows = [{**row, "model": row["variant"]} for row in json.loads(result.stdout)["options"]]
+    assert any(r["gpu"] == "b200" and r.get("usd_per_month") is None for r in rows)
+    best, judged = decide.judge(rows, VARIANT_OF, QUALITY, plan_config.QualityFloor(), 1.0)
+    b200 = next(o for o in judged if o["gpu"] == "b200")
+    assert b200["excluded_by"] == "unavailable"
+    assert b200["why"] == "no spot price for the b200 in the catalog"
+    assert best is None and "the budget ($1/month)" in decide.why_nothing(
+        judged, plan_config.QualityFloor(), 1.0)
+
+
+def test_a_floor_of_zero_kld_is_refused_and_an_unmeasured_metric_misses_the_floor():
+    with pytest.raises(BadInput, match="kld=0 asks for a variant identical"):
+        plan_config.parse_floor("kld=0")
+    misses = plan_config.parse_floor("top1=90").shortfalls({"top1_agreement_pct": None})
+    assert misses == ["top-1 agreement was not measured (its eval compared no tokens with the "
+                      "base)"]
+
+
+def test_manifests_are_refused_for_a_gpu_without_an_nvidia_node_label(tmp_path):
+    with pytest.raises(BadInput, match="the recommended mi300x is not one"):
+        deploy.write_manifests(decided(gpu="mi300x"), ("k8s",), tmp_path)
+    with pytest.raises(BadInput, match="mount the model from a volume"):
+        deploy.write_manifests(decided(), ("k8s",), tmp_path, model_uri="hf://org/m")
+    assert not any(tmp_path.iterdir())
+
+
+def test_force_starts_over_but_keeps_what_the_plan_did_not_write(tmp_path):
+    folder = tmp_path / "plan"
+    (folder / "variants" / "m-w8a8").mkdir(parents=True)
+    (folder / STATE_FILE).write_text("{}")
+    (folder / "plan.md").write_text("old")
+    (folder / "my-notes.txt").write_text("keep me")
+    prepare_folder(folder, resume=False, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["my-notes.txt", STATE_FILE]
+    with pytest.raises(BadInput, match="not both"):
+        prepare_folder(folder, resume=True, force=True)
+
+
+def test_a_stage_whose_run_folder_is_gone_runs_again_and_says_so(tmp_path, isolated_home,
+                                                                 capsys):
+    stage = [Stage("gpus", ["gpus", "--gpu", "l4"])]
+    StageRunner(tmp_path, stage, resume=False, quiet=True).run_all()
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    state["gpus"]["result"]["run"] = str(tmp_path / "deleted-run")
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    again = StageRunner(tmp_path, stage, resume=True, quiet=True)
+    again.run_all()
+    assert again.timings["gpus"]["cached"] is False
+    assert f"what it made is gone ({tmp_path / 'deleted-run'})" in " ".join(
+        capsys.readouterr().err.split())
+
+
+def test_the_headline_of_a_base_only_plan_claims_no_measured_quality():
+    rec = {"variant": "bf16", "gpu_name": "NVIDIA L4 24GB", "replicas": 1,
+           "tensor_parallel": 1, "usd_per_month": 583.0, "usd_per_1m_tokens": 0.1,
+           "usd_per_1m_output_tokens": 0.5, "ttft_ms": 16.0, "tpot_ms": 2.4,
+           "figures": "modelled (fitted)", "energy": None,
+           "price": {"provider": "Modal", "date": "2026-05-07"},
+           "quality": decide.variant_quality("bf16", {})}
+    text = report.headline({"recommendation": rec, "inputs": {"pricing": "on-demand"}})
+    assert "quality vs base: the base itself" in text and "– kWh/1M output tokens" in text
+    assert "(measured" not in text

@@ -110,9 +110,11 @@ def test_resume_reuses_stages_and_reruns_only_what_changed(planned, unused_port)
     assert all(s["cached"] for s in again["stages"]) and again["recommendation"]
     impossible = list(args)
     impossible[impossible.index("ttft_ms=500,tpot_ms=50")] = "ttft_ms=1,tpot_ms=0.01"
-    done = thrifty(*impossible, "--json")
+    done = thrifty(*impossible, "--emit", "k8s", "--json")
     decided = json.loads(done.stdout)
     assert "re-running cost: its command line changed" in " ".join(done.stderr.split())
     assert [s["name"] for s in decided["stages"] if not s["cached"]] == ["cost"]
     assert decided["recommendation"] is None and "miss the SLO" in decided["nothing_meets"]
+    assert "TPOT" in decided["nothing_meets"]  # the nearest option's modelled latency
+    assert "there is nothing to deploy" in decided["manifests_skipped"]
     assert (out / "plan.md").read_text().count("No option meets every constraint") == 1

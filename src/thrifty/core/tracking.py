@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +46,8 @@ def answers(uri: str, timeout_s: float = 3.0) -> str | None:
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
             return None
-    except (urllib.error.URLError, OSError) as exc:
-        return str(getattr(exc, "reason", exc))
+    except Exception as exc:  # noqa: BLE001  (a malformed URI too: tracking never fails a run)
+        return str(getattr(exc, "reason", exc)) or type(exc).__name__
 
 
 def flat(config: dict, prefix: str = "") -> dict[str, str]:

@@ -195,7 +195,11 @@ def plan_option(gpu: Gpu, shape: ModelShape, variant: str, eff: Efficiency, cata
     hw = Hardware.from_gpu(gpu)
     most = capacity(shape, hw, eff, fitted, traffic, slo)
     if most is None:
-        option.problem = f"misses the SLO ({slo.text()}) even with one request in flight"
+        one = steady_state(shape, hw, eff, 1, traffic.input_tokens, traffic.output_tokens,
+                           fitted.tensor_parallel or 1)
+        option.problem = (f"misses the SLO ({slo.text()}) even with one request in flight: "
+                          f"TTFT {one.ttft_s * 1000:,.1f} ms, TPOT {one.tpot_s * 1000:.2f} ms "
+                          "(modelled)")
         return option
     option.capacity = most
     option.replicas = max(1, math.ceil(traffic.peak_rps / most.request_rate_per_s))
@@ -288,8 +292,7 @@ def option_row(option: Option, traffic: Traffic, kind: str) -> dict:
 
 
 # A serving GPU holds its weights and KV cache with clocks up between batches: its draw at no
-# load is taken as this share of TDP (an assumption; NVML's measured power replaces it where
-# a bench ran on the GPU).
+# load is taken as this share of TDP (an assumption, not a measurement).
 IDLE_POWER_SHARE = 0.3
 
 

@@ -23,6 +23,7 @@ from thrifty.plan import deploy, pipeline, report
 from thrifty.plan.stages import STATE_FILE, Stage, StageRunner, run_thrifty
 
 PLAN_FILES = (STATE_FILE, "plan.json")
+PLAN_OUTPUTS = (*PLAN_FILES, "plan.md", "plan.html", "variants", "manifests")
 HOURS_PER_MONTH = 730  # as thrifty cost prices a month
 
 
@@ -107,7 +108,8 @@ def plan(model, adapter_specs, requests_per_day, tokens_per_month, input_tokens,
         budget_usd=budget_usd, out=str(Path(out).resolve()),
         calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len,
         eval_tokens=eval_tokens, tasks=tuple(tasks),
-        bench=plan_config.BenchProfile(bench_concurrency, bench_requests),
+        bench=plan_config.BenchProfile(bench_concurrency, bench_requests, max_model_len=max(
+            2048, input_tokens + output_tokens)),
         pricing=pricing, emit=deploy.parse_targets(emit_text), resume=resume, force=force)
     model_path = check_inputs(config)
     folder = prepare_folder(Path(config.out), resume, force)
@@ -116,14 +118,27 @@ def plan(model, adapter_specs, requests_per_day, tokens_per_month, input_tokens,
         results = runner.run_all()
         decided = report.assemble(config, model_path, results, runner)
         decided["mlflow_run_id"] = os.environ.get(tracking.PARENT_ENV)
-        written += report.write(folder, decided)
-        if config.emit:
-            written += deploy.write_manifests(decided, config.emit, folder / "manifests")
+        manifests = emit(decided, config.emit, folder / "manifests")
+        written += report.write(folder, decided) + manifests
         decided["files"] = [str(p) for p in written]
     if as_json:
         emit_json(decided)
     else:
         report.print_terminal(decided)
+
+
+def emit(decided: dict, targets: tuple[str, ...], folder: Path) -> list[Path]:
+    """The manifests asked for; where none can be written (no recommendation, a GPU thrifty
+    writes no manifests for), the plan says why instead of failing after all its stages."""
+    decided["manifests_skipped"] = None
+    if not targets:
+        return []
+    try:
+        return deploy.write_manifests(decided, targets, folder)
+    except BadInput as exc:
+        decided["manifests_skipped"] = str(exc)
+        stderr.print(f"[yellow]plan:[/] no manifests written: {exc}")
+        return []
 
 
 @contextmanager
@@ -185,6 +200,12 @@ def check_inputs(config: plan_config.PlanConfig) -> str:
         lora_adapter.validate(path, ref.path, config.model)
     if config.gpus:
         plan_config.check_gpus(config.gpus, _catalog_ids())
+    if (config.adapters or config.emit) and all(pipeline.bench_skip_reason(v)
+                                                 for v in config.variants):
+        raise BadInput(f"None of --variants {','.join(config.variants)} is benched on this "
+                       "machine, so no serving flags are measured for the adapters or the "
+                       "manifests (they take the LoRA sizes and context `thrifty serve` "
+                       "derives in the bench). Add bf16 (or another variant) to --variants.")
     for task in config.tasks:
         if task.endswith((".yaml", ".yml")) and not Path(task).is_file():
             raise BadInput(f"--task {task}: no such task file.")
@@ -196,12 +217,17 @@ def _catalog_ids() -> dict[str, list[str]]:
     import json
 
     done = subprocess.run([sys.executable, "-m", "thrifty", "gpus", "--json"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+    if done.returncode != 0:  # the catalog's own error (e.g. a bad $THRIFTY_HOME/gpus.toml)
+        raise BadInput(done.stderr.strip().removeprefix("Error: "))
     return {g["id"]: g.get("aliases", []) for g in json.loads(done.stdout)["gpus"]}
 
 
 def prepare_folder(folder: Path, resume: bool, force: bool) -> Path:
     """The plan folder: new, resumed, or (with --force) started over; never someone else's."""
+    if resume and force:
+        raise BadInput("Give --resume (reuse what is unchanged) or --force (start over), not "
+                       "both.")
     is_plan = any((folder / name).exists() for name in PLAN_FILES)
     if folder.exists() and any(folder.iterdir()) and not is_plan:
         raise BadInput(f"--out {folder} exists and is not a thrifty plan folder; give a new or "
@@ -210,9 +236,14 @@ def prepare_folder(folder: Path, resume: bool, force: bool) -> Path:
         raise BadInput(f"--out {folder} already holds a plan. Pass --resume to continue it "
                        "(stages whose inputs are unchanged are reused) or --force to start "
                        "over.")
-    if is_plan and force and not resume:
+    if is_plan and force:
         stderr.print(f"plan: starting over in {folder} (--force).")
-        shutil.rmtree(folder)
+        for name in PLAN_OUTPUTS:  # only what a plan writes; anything else there stays
+            path = folder / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / STATE_FILE).exists():  # marks the folder as a plan's from the start
         write_json(folder / STATE_FILE, {})

@@ -34,6 +34,11 @@ class QualityFloor:
         """What the variant misses, each with its distance from the floor; [] when it passes."""
         misses = []
         top1, kld, ppl = (quality.get(k) for k in FLOOR_KEYS.values())
+        for name, limit, value in (("top-1 agreement", self.top1, top1),
+                                   ("KLD", self.kld, kld), ("perplexity", self.ppl_pct, ppl)):
+            if limit is not None and value is None:
+                misses.append(f"{name} was not measured (its eval compared no tokens with "
+                              "the base)")
         if self.top1 is not None and top1 is not None and top1 < self.top1:
             misses.append(f"top-1 agreement {top1:.1f}% < {self.top1:g}% "
                           f"({self.top1 - top1:.1f} points short)")
@@ -71,6 +76,9 @@ def parse_floor(text: str | None) -> QualityFloor:
         values[key] = float(number.group(1))
     if "top1" in values and not 0 < values["top1"] <= 100:
         raise BadInput(f"--quality-floor top1={values['top1']:g} is not a percentage in (0, 100].")
+    if values.get("kld") == 0:
+        raise BadInput("--quality-floor kld=0 asks for a variant identical to the base; give "
+                       "the largest mean KL divergence you accept, e.g. kld=0.05.")
     return QualityFloor(values.get("top1"), values.get("kld"), values.get("ppl"))
 
 
@@ -108,11 +116,11 @@ class Traffic:
     peak_factor: float
 
     def cost_args(self) -> list[str]:
-        volume = (["--requests-per-day", f"{self.requests_per_day:g}"]
+        volume = (["--requests-per-day", repr(self.requests_per_day)]
                   if self.requests_per_day is not None
-                  else ["--tokens-per-month", f"{self.tokens_per_month:g}"])
+                  else ["--tokens-per-month", repr(self.tokens_per_month)])
         return [*volume, "--input-tokens", str(self.input_tokens), "--output-tokens",
-                str(self.output_tokens), "--peak-factor", f"{self.peak_factor:g}"]
+                str(self.output_tokens), "--peak-factor", repr(self.peak_factor)]
 
 
 @dataclass(frozen=True)
@@ -122,11 +130,14 @@ class BenchProfile:
     requests: int = 16
     input_tokens: int = 128
     output_tokens: int = 32
+    # the context the server is started with, and so the one the manifests deploy: at least
+    # the traffic's prompt + completion
+    max_model_len: int = 2048
 
     def args(self) -> list[str]:
         return ["--concurrency", self.concurrency, "--requests", str(self.requests),
                 "--input-tokens", str(self.input_tokens), "--output-tokens",
-                str(self.output_tokens)]
+                str(self.output_tokens), "--max-model-len", str(self.max_model_len)]
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,10 @@ def variant_quality(variant: str, results: dict) -> dict | None:
     """The variant's quality against the base from its eval stage (measured); the base's
     own row for bf16."""
     evals = [r for name, r in results.items() if name.startswith("eval ")]
-    if variant == "bf16":
-        base = evals[0]["rows"][0] if evals else None
-        return ({"reference": True, "perplexity": base["perplexity"],
-                 "perplexity_delta_pct": 0.0, "top1_agreement_pct": 100.0, "kld_mean": 0.0,
-                 "tasks": _tasks(evals[0], 0)} if base else None)
+    if variant == "bf16":  # the reference itself; its perplexity where an eval measured it
+        return {"reference": True, "perplexity": evals[0]["rows"][0]["perplexity"]
+                if evals else None, "perplexity_delta_pct": 0.0, "top1_agreement_pct": 100.0,
+                "kld_mean": 0.0, "tasks": _tasks(evals[0], 0) if evals else []}
     result = results.get(f"eval {variant}")
     if not result:
         return None
@@ -94,6 +93,8 @@ def _exclusion(option: dict, quality: dict | None, floor: QualityFloor,
         kind = ("slo" if "SLO" in problem else "fit" if "memory" in problem or "GiB" in problem
                 else "unavailable")
         return kind, problem
+    if option.get("usd_per_month") is None:
+        return "unavailable", f"no {option['pricing']} price for the {option['gpu']} in the catalog"
     misses = floor.shortfalls(quality) if quality else []
     if misses:
         return "quality", "below the quality floor: " + "; ".join(misses)
@@ -110,17 +111,21 @@ def why_nothing(judged: list[dict], floor: QualityFloor, budget: float | None) -
         return "no option was costed"
     served = [o for o in judged if o["excluded_by"] not in ("slo", "fit", "unavailable")]
     if not served:
-        slow = sum(o["excluded_by"] == "slo" for o in judged)
-        big = sum(o["excluded_by"] == "fit" for o in judged)
-        return (f"the SLO and memory exclude every option: {slow} of {len(judged)} miss the "
-                f"SLO even with one request in flight and {big} do not fit the GPU; relax "
-                "the SLO, add faster GPUs (--gpus) or smaller variants")
+        counts = {kind: sum(o["excluded_by"] == kind for o in judged)
+                  for kind in ("slo", "fit", "unavailable")}
+        slow = [o for o in judged if o["excluded_by"] == "slo"]
+        example = (f"; e.g. {slow[0]['plan_variant']} on {slow[0]['gpu']} "
+                   f"{slow[0]['why']}" if slow else "")
+        return (f"no option can serve the traffic: {counts['slo']} of {len(judged)} miss the "
+                f"SLO even with one request in flight, {counts['fit']} do not fit the GPU and "
+                f"{counts['unavailable']} are not available (no price or no kernel){example}; "
+                "relax the SLO, add faster GPUs (--gpus) or smaller variants")
     floored = [o for o in served if o["excluded_by"] != "quality"]
     if not floored:
         best = min(served, key=lambda o: (o["variant_quality"] or {}).get("kld_mean") or 0)
         return (f"the quality floor ({floor.text()}) excludes every option that meets the SLO; "
                 f"the closest is {best['plan_variant']}: {best['why'].split(': ', 1)[1]}")
-    cheapest = min(floored, key=lambda o: o["usd_per_month"])
+    cheapest = min(floored, key=lambda o: o["usd_per_month"])  # all priced by now
     return (f"the budget (${budget:,.0f}/month) excludes every option that meets the SLO and "
             f"the quality floor; the cheapest, {cheapest['plan_variant']} on "
             f"{cheapest['gpu']}, costs ${cheapest['usd_per_month']:,.0f}/month, "

@@ -58,6 +58,7 @@ def write_manifests(decided: dict, targets: tuple[str, ...], folder: Path,
         raise BadInput("The plan recommends no option (" + str(decided.get("nothing_meets"))
                        + "), so there is nothing to deploy. Relax the constraints and plan "
                        "again.")
+    manifests.check_deployable(decided, targets, model_uri)
     written = []
     for target in targets:
         path = folder / FILE_NAMES[target]

@@ -37,7 +37,8 @@ def render(plan_ref: str, targets_text: str, model_uri: str | None, out: str | N
     """
     decided = plan_format.load(plan_ref)
     targets = deploy.parse_targets(targets_text)
-    folder = Path(out) if out else Path(plan_ref).expanduser() / "manifests"
+    given = Path(plan_ref).expanduser()
+    folder = Path(out) if out else (given if given.is_dir() else given.parent) / "manifests"
     written = deploy.write_manifests(decided, targets, folder, model_uri, force)
     if as_json:
         emit_json({"files": [str(p) for p in written]})

@@ -9,6 +9,7 @@ the checkpoint folder copied into that claim), or a `hf://` / `s3://` URI for KS
 import re
 from importlib import resources
 
+from thrifty.core.errors import BadInput
 from thrifty.plan.manifest_models import (
     LLMModelSpec,
     LLMServiceSpec,
@@ -31,6 +32,25 @@ GPU_PRODUCT_LABELS = {
 }
 PORT = 8000
 MODELS_MOUNT = "/models"
+
+
+def check_deployable(decided: dict, targets: tuple[str, ...], given_uri: str | None) -> None:
+    """Refuse what the manifests cannot express: a GPU without a known NVIDIA node label (an
+    AMD or a user-catalog GPU), or a model URI the target cannot mount."""
+    gpu = decided["recommendation"]["gpu"]
+    if gpu not in GPU_PRODUCT_LABELS:
+        raise BadInput(f"thrifty writes manifests for the NVIDIA GPUs of its catalog (node label "
+                       f"nvidia.com/gpu.product and the CUDA vLLM image); the recommended "
+                       f"{gpu} is not one. Plan again with --gpus limited to NVIDIA GPUs to "
+                       "get manifests.")
+    uri = model_uri(decided, given_uri)
+    volume = {"k8s", "production-stack"} & set(targets)
+    needs_pvc = volume or decided["serving"]["adapters"]
+    if needs_pvc and not _pvc(uri):
+        what = (f"the {' and '.join(sorted(volume))} manifests mount the model from a volume"
+                if volume else "the adapters are read beside the model")
+        raise BadInput(f"--model-uri {uri}: {what}, so give pvc://CLAIM/PATH (the checkpoint "
+                       "folder copied into that PersistentVolumeClaim).")
 
 
 def vllm_image() -> str:

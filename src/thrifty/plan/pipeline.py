@@ -1,9 +1,12 @@
 """The stages of one plan, in order: make each variant, evaluate it against the base, bench it
 here, calibrate the throughput model on the base's bench, cost every variant on every GPU."""
 
+import hashlib
+from importlib import resources
 from pathlib import Path
 
-from thrifty.core import hardware
+from thrifty import __version__
+from thrifty.core import hardware, paths
 from thrifty.formats import calibration as calibration_file
 from thrifty.plan.config import PlanConfig
 from thrifty.plan.stages import Stage, fingerprint_path
@@ -28,7 +31,9 @@ def bench_skip_reason(variant: str) -> str:
 
 def build_stages(config: PlanConfig, model_path: str) -> list[Stage]:
     """Every stage with its command line, inputs and dependencies."""
-    model_print = {"model": fingerprint_path(model_path)}
+    # what every result also depends on: thrifty itself and the machine it measured on
+    model_print = {"model": fingerprint_path(model_path), "thrifty": __version__,
+                   "machine": hardware.machine_name()}
     adapter_prints = {f"adapter {n}": fingerprint_path(p) for n, p in config.adapters.items()}
     stages: list[Stage] = []
     for variant in config.variants:
@@ -64,6 +69,7 @@ def build_stages(config: PlanConfig, model_path: str) -> list[Stage]:
 def _cost_stages(config: PlanConfig, model_path: str, model_print: dict) -> list[Stage]:
     """Calibrate on the first benched variant (the base where it is benched), then cost."""
     benched = [s for s in config.variants if not bench_skip_reason(s)]
+    benched.sort(key=lambda v: v != "bf16")  # calibrate on the base where it is benched
     made = [variant_path(config, model_path, v) for v in config.variants if v != "bf16"]
     cost_argv = ["cost", "plan", model_path, *made, "--variants", "bf16",
                  *config.traffic.cost_args(), "--slo", config.slo_text,
@@ -77,8 +83,18 @@ def _cost_stages(config: PlanConfig, model_path: str, model_print: dict) -> list
         stages.append(Stage("calibrate", ["cost", "calibrate", "{run:" + first + "}"],
                             after=(first,)))
         after += ("calibrate",)
-    stages.append(Stage("cost", cost_argv, model_print, after=after, extra=_calibration_arg))
+    stages.append(Stage("cost", cost_argv, {**model_print, "catalog": catalog_print()},
+                        after=after, extra=_calibration_arg))
     return stages
+
+
+def catalog_print() -> str:
+    """A hash of the GPU catalog cost reads: the shipped one and $THRIFTY_HOME/gpus.toml."""
+    digest = hashlib.sha256((resources.files("thrifty") / "data" / "gpus.toml").read_bytes())
+    user = paths.home() / "gpus.toml"
+    if user.is_file():
+        digest.update(user.read_bytes())
+    return digest.hexdigest()
 
 
 def _calibration_arg(results: dict) -> list[str]:

@@ -74,6 +74,10 @@ def write(folder: Path, decided: dict) -> list[Path]:
     return files
 
 
+def _number(value, spec: str, none: str = "–") -> str:
+    return none if value is None else format(value, spec)
+
+
 def headline(decided: dict) -> str:
     rec = decided["recommendation"]
     if not rec:
@@ -81,17 +85,17 @@ def headline(decided: dict) -> str:
     quality = rec["quality"] or {}
     energy = rec.get("energy") or {}
     quality_text = ("the base itself" if quality.get("reference") else
-                    f"top-1 agreement {quality.get('top1_agreement_pct', 0):.1f}%, KLD "
-                    f"{quality.get('kld_mean', 0):.4f}, perplexity "
-                    f"{quality.get('perplexity_delta_pct', 0):+.1f}% (measured)")
+                    f"top-1 agreement {_number(quality.get('top1_agreement_pct'), '.1f')}%, "
+                    f"KLD {_number(quality.get('kld_mean'), '.4f')}, perplexity "
+                    f"{_number(quality.get('perplexity_delta_pct'), '+.1f')}% (measured here)")
     return (f"Serve {rec['variant']} on {rec['gpu_name']}: {rec['replicas']} replica"
             f"{'s' if rec['replicas'] > 1 else ''} x {rec['tensor_parallel']} GPU, "
-            f"{money(rec['usd_per_month'])}/month "
-            f"({rec['price']['provider']} {decided['inputs']['pricing']}, "
-            f"{rec['price']['date']}), ${rec['usd_per_1m_output_tokens']:.4f}/1M output "
-            f"tokens, {energy.get('kwh_per_1m_output_tokens', 0):.3f} kWh/1M output tokens; "
-            f"TTFT {rec['ttft_ms']:,.0f} ms, TPOT {rec['tpot_ms']:.1f} ms at peak (modelled); "
-            f"quality vs base: {quality_text}.")
+            f"{money(rec['usd_per_month'])}/month ({rec['price']['provider']} "
+            f"{decided['inputs']['pricing']} price of {rec['price']['date']}), "
+            f"${rec['usd_per_1m_tokens']:.4f}/1M tokens (${rec['usd_per_1m_output_tokens']:.4f}"
+            f"/1M output), {_number(energy.get('kwh_per_1m_output_tokens'), '.3f')} kWh/1M "
+            f"output tokens, TTFT {rec['ttft_ms']:,.0f} ms and TPOT {rec['tpot_ms']:.1f} ms at "
+            f"peak ({rec['figures']}); quality vs base: {quality_text}.")
 
 
 SHORT_VERDICTS = {"slo": "misses the SLO", "fit": "does not fit", "quality": "below the floor",
@@ -107,13 +111,18 @@ def short_verdict(option: dict) -> str:
 
 
 def option_rows(decided: dict, short: bool = False) -> list[list[str]]:
+    """One row per option; the long form (reports) names each figure's source and the price's
+    provider and date, the short one (terminal) only whether it is measured or modelled."""
     rows = []
     for o in decided["options"]:
+        figures = o["figures"]
+        price = o.get("price") or {}
         rows.append([o["plan_variant"], o["gpu"], str(o.get("tensor_parallel") or "–"),
-                     str(o.get("replicas") or "–"),
-                     money(o["usd_per_month"]) if o.get("usd_per_month") else "–",
-                     f"{o['tpot_ms']:.1f}" if o.get("tpot_ms") else "–",
-                     "measured" if o["figures"].startswith("measured") else "modelled",
+                     str(o.get("replicas") or "–"), money(o.get("usd_per_month")),
+                     _number(o.get("tpot_ms"), ".1f"),
+                     ("measured" if figures.startswith("measured") else "modelled") if short
+                     else f"{figures}; price {price.get('provider', '–')} "
+                          f"{price.get('date', '')}",
                      short_verdict(o) if short else o["why"]])
     return rows
 
@@ -127,13 +136,13 @@ def variant_rows(decided: dict) -> list[list[str]]:
     for v in decided["variants"]:
         q, s = v["quality"] or {}, v["speed_here"]
         last = s["points"][-1] if s.get("measured") else {}
-        rows.append([v["name"], f"{q.get('kld_mean', 0):.4f}" if q else "–",
-                     f"{q.get('top1_agreement_pct', 0):.1f}" if q else "–",
-                     f"{q.get('perplexity', 0):.2f}" if q else "–",
-                     f"{last.get('ttft_ms_p50') or 0:.0f}" if last else "–",
-                     f"{last.get('tpot_ms_p50') or 0:.1f}" if last else "–",
-                     f"{last.get('output_tokens_per_s') or 0:.1f}" if last else
-                     s.get("reason", "–")])
+        rows.append([v["name"], _number(q.get("kld_mean"), ".4f"),
+                     _number(q.get("top1_agreement_pct"), ".1f"),
+                     _number(q.get("perplexity"), ".2f"),
+                     _number(last.get("ttft_ms_p50"), ".0f"),
+                     _number(last.get("tpot_ms_p50"), ".1f"),
+                     _number(last.get("output_tokens_per_s"), ".1f",
+                             s.get("reason", "–"))])
     return rows
 
 

@@ -82,6 +82,12 @@ def changed_inputs(old: dict, stage: Stage, upstream_changed: list[str]) -> str:
     return "; ".join(reasons) or "its inputs changed"
 
 
+def missing_outputs(stage: Stage, result: dict) -> list[str]:
+    """The stage's outputs, run folder and calibration file that no longer exist."""
+    paths = [*stage.outputs, result.get("run"), result.get("calibration")]
+    return [str(p) for p in paths if p and not Path(p).exists()]
+
+
 class StageRunner:
     """Runs stages in order with a progress line per stage and an ETA from those run so far."""
 
@@ -105,13 +111,15 @@ class StageRunner:
             key = stage_key(stage, self.keys)
             self.keys[stage.name] = key
             old = self.state.get(stage.name)
-            if old and old["key"] == key and all(Path(p).exists() for p in stage.outputs):
+            gone = missing_outputs(stage, old["result"]) if old else []
+            if old and old["key"] == key and not gone:
                 results[stage.name] = old["result"]
                 self.timings[stage.name] = {"elapsed_s": old["elapsed_s"], "cached": True}
                 self._say(index, stage, "reused (inputs unchanged)", started, ran_s)
                 continue
             if old:
-                why = changed_inputs(old, stage, self.changed)
+                why = (changed_inputs(old, stage, self.changed) if old["key"] != key
+                       else f"what it made is gone ({gone[0]})")
                 self.changed.append(stage.name)
                 stderr.print(f"[yellow]plan:[/] re-running {stage.name}: {why}.")
             self._say(index, stage, "running", started, ran_s)
