@@ -55,6 +55,9 @@ def test_plan_is_one_mlflow_parent_run_with_its_stages_as_children(planned, mlfl
     assert parent.data.tags["thrifty.command"] == "plan" and parent.info.status == "FINISHED"
     assert parent.data.metrics["modelled.usd_per_month"] == pytest.approx(
         decided["recommendation"]["usd_per_month"])
+    price = decided["recommendation"]["price"]
+    assert parent.data.tags["thrifty.cost.price_date"] == price["date"]
+    assert parent.data.tags["thrifty.cost.price_source"] == price["source"]
     assert {"plan.json", "plan.md", "plan.html"} <= {
         f.path for f in client.list_artifacts(parent.info.run_id)}
     children = client.search_runs(

@@ -97,6 +97,11 @@ def _kwh(row: dict) -> str:
     return f"{energy['kwh_per_1m_output_tokens']:.3f}" if energy else "–"
 
 
+def _kwh_month(row: dict) -> str:
+    energy = row.get("energy")
+    return f"{energy['kwh_per_month']:,.0f}" if energy else "–"
+
+
 def markdown(report: dict) -> str:
     traffic = report["traffic"]
     lines = [
@@ -115,9 +120,9 @@ def markdown(report: dict) -> str:
         *(f"- {line}" for line in efficiency_lines(report) + quality_lines(report)),
         "",
         "| rank | GPU | model | TP | replicas | GPUs | TTFT ms | TPOT ms | utilisation | "
-        "$/month on-demand | spot | reserved | $/1M input | $/1M output | kWh/1M output "
-        "(modelled) | figures | price source |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "$/month on-demand | spot | reserved | $/1M input | $/1M output | kWh/month "
+        "(modelled) | kWh/1M output (modelled) | figures | price source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in enumerate(_serving(report), 1):
         by = r["usd_per_month_by_pricing"]
@@ -127,7 +132,8 @@ def markdown(report: dict) -> str:
             f"{r['replicas']} | {r['gpus']} | {r['ttft_ms']:,.0f} | {r['tpot_ms']:.1f} | "
             f"{r['utilisation_pct']:.0f}% | {money(by['on-demand'])} | {money(by['spot'])} | "
             f"{money(by['reserved'])} | ${r['usd_per_1m_input_tokens']:.4f} | "
-            f"${r['usd_per_1m_output_tokens']:.4f} | {_kwh(r)} | {r['figures']} | "
+            f"${r['usd_per_1m_output_tokens']:.4f} | {_kwh_month(r)} | {_kwh(r)} | "
+            f"{r['figures']} | "
             f"{price.get('provider', '')} {price.get('date', '')} |")
     blocked = not_ranked(report)
     if blocked:
@@ -195,10 +201,12 @@ def html(report: dict) -> str:
     rows = [[str(n), r["gpu"], f"{r['model']} {r['variant']}", str(r["tensor_parallel"]),
              str(r["gpus"]),
              by_size(r["ttft_ms"]), by_size(r["tpot_ms"]), money(r["usd_per_month"]),
-             f"${r['usd_per_1m_output_tokens']:.4f}", r["figures"], _price_text(r)]
+             f"${r['usd_per_1m_output_tokens']:.4f}", _kwh_month(r), _kwh(r), r["figures"],
+             _price_text(r)]
             for n, r in enumerate(_serving(report), 1)]
     ranking = html_table(["rank", "GPU", "model", "TP", "GPUs", "TTFT ms", "TPOT ms", "$/month",
-                          "$/1M output", "figures", "price"], rows)
+                          "$/1M output", "kWh/month (modelled)", "kWh/1M output (modelled)",
+                          "figures", "price"], rows)
     body = (f"{header}<h2>Cost against latency</h2>{cost_latency_chart(report, Plots())}"
             f"<h2>Ranking</h2>{ranking}<footer>thrifty cost · modelled unless marked measured · "
             f"prices dated in the catalog</footer>")

@@ -158,13 +158,28 @@ def tracked(config: plan_config.PlanConfig) -> Iterator[list[Path]]:
         ok = True
     finally:
         if parent:
-            tracking.finish_parent(parent, plan_metrics(files), {}, files, ok)
+            tracking.finish_parent(parent, plan_metrics(files), plan_tags(files), files, ok)
+
+
+def _recommendation(files: list[Path]) -> dict:
+    """The recommendation, read back from the plan.json written ({} when there is none)."""
+    plan_file = next((p for p in files if p.name == "plan.json"), None)
+    return (read_json(plan_file).get("recommendation") or {}) if plan_file else {}
+
+
+def plan_tags(files: list[Path]) -> dict[str, str]:
+    rec = _recommendation(files)
+    price = rec.get("price") or {}
+    tags = {"thrifty.plan.variant": rec.get("variant"), "thrifty.cost.gpu": rec.get("gpu"),
+            "thrifty.cost.price_provider": price.get("provider"),
+            "thrifty.cost.price_date": price.get("date"),
+            "thrifty.cost.price_source": price.get("source")}
+    return {k: str(v) for k, v in tags.items() if v}
 
 
 def plan_metrics(files: list[Path]) -> dict[str, float]:
-    """The recommendation's figures, read back from the plan.json written."""
-    plan_file = next((p for p in files if p.name == "plan.json"), None)
-    rec = (read_json(plan_file).get("recommendation") or {}) if plan_file else {}
+    """The recommendation's figures, as MLflow metrics."""
+    rec = _recommendation(files)
     energy = rec.get("energy") or {}
     figures = {"modelled.usd_per_month": rec.get("usd_per_month"),
                "modelled.usd_per_1m_tokens": rec.get("usd_per_1m_tokens"),

@@ -179,6 +179,8 @@ def production_stack_values(decided: dict, given_uri: str | None) -> list[dict]:
         requestGPU=gpus, requestGPUType="nvidia.com/gpu", enableLoRA=bool(spec["adapters"]),
         vllmConfig=VllmConfig(tensorParallelSize=gpus,
                               maxModelLen=int(_flag(args, "--max-model-len")),
+                              # the chart always passes a prefix-caching flag; on is vLLM's
+                              # default, which `thrifty serve` runs with
                               dtype=_flag(args, "--dtype"), enablePrefixCaching=True,
                               maxLoras=int(_flag(args, "--max-loras"))
                               if "--max-loras" in args else None, extraArgs=extra),
