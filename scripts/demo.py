@@ -37,7 +37,7 @@ PLAN_ARGS = ("--variants", "bf16,w8a8,w4a16-gptq", "--requests-per-day", "100000
              "--input-tokens", "128", "--output-tokens", "32", "--slo",
              "ttft_ms=500,tpot_ms=50", "--quality-floor", "top1=70", "--eval-tokens", "8192",
              "--bench-concurrency", "1,4", "--bench-requests", "12",
-             "--emit", "production-stack,kserve,k8s", "--out", str(PLAN), "--force")
+             "--emit", "production-stack,kserve,k8s", "--out", str(PLAN), "--resume")
 # Offline latency, bf16 against W8A8: one decode-bound and one batched case.
 LATENCY_ARGS = ("--batch-size", "1,16", "--input-tokens", "256", "--output-tokens", "64",
                 "--iterations", "3")
