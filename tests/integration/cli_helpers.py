@@ -13,7 +13,7 @@ def thrifty(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "thrifty", *map(str, args)],
                           capture_output=True, text=True, timeout=900)
     if check and done.returncode != 0:
-        raise AssertionError(f"thrifty {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        raise AssertionError(f"thrifty {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
     return done
 
 

@@ -85,7 +85,8 @@ def changed_inputs(old: dict, stage: Stage, upstream_changed: list[str]) -> str:
 def missing_outputs(stage: Stage, result: dict) -> list[str]:
     """The stage's outputs, run folder and calibration file that no longer exist."""
     paths = [*stage.outputs, result.get("run"), result.get("calibration")]
-    return [str(p) for p in paths if p and not Path(p).exists()]
+    # (a quantize result's "calibration" describes its data, not a file)
+    return [p for p in paths if isinstance(p, str) and p and not Path(p).exists()]
 
 
 class StageRunner:
