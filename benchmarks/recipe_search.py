@@ -9,7 +9,8 @@ much of W8A8's loss comes from its 8-bit weights and how much from its 8-bit act
 
 Writes results/recipe_search.json and .md (with the run fingerprint). Run from the repository
 root on an otherwise idle machine:
-    .venv/bin/python benchmarks/recipe_search.py [--only LABEL,LABEL] [--eval-tokens 4096]
+    .venv/bin/python benchmarks/recipe_search.py [--only 'LABEL;LABEL'] [--seeds 3]
+        [--eval-tokens 4096]
 """
 
 import argparse
@@ -23,6 +24,7 @@ from common import PERCENT, thrifty
 MODEL = "smollm2-135m"
 SMALL = ["--num-samples", "16", "--seq-len", "256"]  # as quantize_quality.py's seeds
 ASYM = ["--scheme", "W4A16_ASYM", "--group-size", "64"]
+SEEDS = (0, 1, 2)  # calibration draws of the multi-seed recipes
 W8A8 = ["--scheme", "W8A8"]
 RECIPES = {
     # 4-bit, asymmetric (the best scheme in quantize_quality.md); RTN is the yardstick
@@ -34,7 +36,7 @@ RECIPES = {
     # AWQ's scaling, then GPTQ with activation-weighted (importance-matrix) scale search
     **{f"w4-asym awq-gptq imatrix 64x256 seed {seed}": [
         *ASYM, "--method", "awq-gptq", "--observer", "imatrix-mse", "--num-samples", "64",
-        "--seq-len", "256", "--seed", str(seed)] for seed in (0, 1, 2)},
+        "--seq-len", "256", "--seed", str(seed)] for seed in SEEDS},
     # 8-bit
     "w8a16 rtn": ["--scheme", "W8A16", "--method", "rtn"],
     "w8a8 rtn, no smoothquant": [*W8A8, "--method", "rtn", "--smoothquant", "0"],
@@ -104,7 +106,9 @@ def seeds_summary(rows: dict, rtn: float) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="", help="comma-separated labels (default: all)")
+    parser.add_argument("--only", default="", help="labels separated by ';' (default: all)")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS),
+                        help="how many of the multi-seed recipes' seeds to run (from 0)")
     parser.add_argument("--eval-tokens", type=int, default=4096)
     parser.add_argument("--work", default=str(Path.home() / ".cache/thrifty/work/recipes"))
     parser.add_argument("--render-only", action="store_true",
@@ -113,7 +117,9 @@ def main() -> None:
     if args.render_only:
         common.render_again("recipe_search", markdown)
         return
-    chosen = [label for label in RECIPES if not args.only or label in args.only.split(",")]
+    wanted = [label.strip() for label in args.only.split(";") if label.strip()]
+    chosen = [label for label in RECIPES if (not wanted or label in wanted)
+              and not (" seed " in label and int(label.rsplit(" ", 1)[1]) >= args.seeds)]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     fp = common.fingerprint()
@@ -126,7 +132,7 @@ def main() -> None:
     result = {"machine": common.machine_text(fp), "fingerprint": fp,
               "command": "benchmarks/recipe_search.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                  if k in ("only", "eval_tokens") and v),
+                  if k in ("only", "eval_tokens", "seeds") and v),
               "eval_tokens": args.eval_tokens, "recipes": made,
               "eval": thrifty("eval", *eval_args)}
     common.write_result("recipe_search", result, markdown)
