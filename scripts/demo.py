@@ -154,7 +154,8 @@ def plan_lines(planned: dict) -> list[tuple]:
         f"{rec['variant']} on {rec['gpu_name']}, {rec['replicas']} x {rec['tensor_parallel']} "
         f"GPU, ${rec['usd_per_month']:,.0f}/month ({rec['price']['provider']} "
         f"{rec['price']['date']}), ${rec['usd_per_1m_output_tokens']:.4f}/1M output tokens, "
-        f"{rec['energy']['kwh_per_1m_output_tokens']:.3f} kWh/1M output tokens, TTFT "
+        f"{(rec['energy'] or {}).get('kwh_per_1m_output_tokens', 0):.3f} kWh/1M output "
+        f"tokens, TTFT "
         f"{rec['ttft_ms']:,.0f} ms, TPOT {rec['tpot_ms']:.1f} ms (modelled)")
         if rec else f"none: {planned['nothing_meets']}")]
     for variant in planned["variants"]:
