@@ -14,7 +14,7 @@ import click
 from thrifty.assets import models
 from thrifty.core import tracking
 from thrifty.core.errors import BadInput
-from thrifty.core.files import read_json, write_json
+from thrifty.core.files import write_json
 from thrifty.core.output import emit_json, json_option
 from thrifty.core.progress import stderr
 from thrifty.formats import lora_adapter
@@ -114,13 +114,13 @@ def plan(model, adapter_specs, requests_per_day, tokens_per_month, input_tokens,
     model_path = check_inputs(config)
     folder = prepare_folder(Path(config.out), resume, force)
     runner = StageRunner(folder, pipeline.build_stages(config, model_path), resume)
-    with tracked(config) as written:
+    with tracked(config) as outcome:
         results = runner.run_all()
-        decided = report.assemble(config, model_path, results, runner)
+        decided = outcome["decided"] = report.assemble(config, model_path, results, runner)
         decided["mlflow_run_id"] = os.environ.get(tracking.PARENT_ENV)
         manifests = emit(decided, config.emit, folder / "manifests")
-        written += report.write(folder, decided) + manifests
-        decided["files"] = [str(p) for p in written]
+        outcome["files"] = report.write(folder, decided) + manifests
+        decided["files"] = [str(p) for p in outcome["files"]]
     if as_json:
         emit_json(decided)
     else:
@@ -142,33 +142,28 @@ def emit(decided: dict, targets: tuple[str, ...], folder: Path) -> list[Path]:
 
 
 @contextmanager
-def tracked(config: plan_config.PlanConfig) -> Iterator[list[Path]]:
+def tracked(config: plan_config.PlanConfig) -> Iterator[dict]:
     """With MLflow tracking on: a parent run for the plan, each stage's run its child, and the
-    report and manifests (the list the block fills) logged when the plan ends."""
+    decision and the files written (which the block puts in the dict) logged when it ends."""
     parent = tracking.start_parent(f"plan {config.model}", {
         "model": config.model, "variants": ",".join(config.variants),
         "slo": config.slo_text, "quality_floor": config.floor.text(),
         "budget_usd_per_month": config.budget_usd, "traffic": vars(config.traffic)})
     if parent:
         os.environ[tracking.PARENT_ENV] = parent
-    files: list[Path] = []
+    outcome: dict = {"decided": {}, "files": []}
     ok = False
     try:
-        yield files
+        yield outcome
         ok = True
     finally:
         if parent:
-            tracking.finish_parent(parent, plan_metrics(files), plan_tags(files), files, ok)
+            rec = outcome["decided"].get("recommendation") or {}
+            tracking.finish_parent(parent, plan_metrics(rec), plan_tags(rec), outcome["files"],
+                                   ok)
 
 
-def _recommendation(files: list[Path]) -> dict:
-    """The recommendation, read back from the plan.json written ({} when there is none)."""
-    plan_file = next((p for p in files if p.name == "plan.json"), None)
-    return (read_json(plan_file).get("recommendation") or {}) if plan_file else {}
-
-
-def plan_tags(files: list[Path]) -> dict[str, str]:
-    rec = _recommendation(files)
+def plan_tags(rec: dict) -> dict[str, str]:
     price = rec.get("price") or {}
     tags = {"thrifty.plan.variant": rec.get("variant"), "thrifty.cost.gpu": rec.get("gpu"),
             "thrifty.cost.price_provider": price.get("provider"),
@@ -177,9 +172,8 @@ def plan_tags(files: list[Path]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if v}
 
 
-def plan_metrics(files: list[Path]) -> dict[str, float]:
+def plan_metrics(rec: dict) -> dict[str, float]:
     """The recommendation's figures, as MLflow metrics."""
-    rec = _recommendation(files)
     energy = rec.get("energy") or {}
     figures = {"modelled.usd_per_month": rec.get("usd_per_month"),
                "modelled.usd_per_1m_tokens": rec.get("usd_per_1m_tokens"),
