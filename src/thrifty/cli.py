@@ -13,7 +13,7 @@ import sys
 import click
 
 from thrifty import __version__
-from thrifty.core import tracking
+from thrifty.core import processes, tracking
 from thrifty.core.errors import ThriftyError
 
 # name -> "module:attribute". The only list of commands; `--help` and dispatch both read it.
@@ -110,7 +110,13 @@ def cli(debug: bool, mlflow_uri: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="thrifty")
+    processes.exit_on_termination()  # SIGTERM/SIGHUP clean up as Ctrl-C does
+    try:
+        cli(prog_name="thrifty")
+    except SystemExit as exc:
+        if processes.received:
+            raise SystemExit(processes.exit_code(1)) from None
+        raise exc
 
 
 if __name__ == "__main__":

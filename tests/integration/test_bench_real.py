@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import thrifty, thrifty_json
+from interrupt_helpers import kill_and_check_nothing_left, running, start, tagged, wait_for
 
 from thrifty.assets import models
 from thrifty.benchmark import workload
@@ -45,6 +46,12 @@ def test_bench_model_with_adapters_mix_slo_and_memory(tmp_path):
     demo = demo_adapters.trained(demo_adapters.default_dir())
     if "history" not in demo:
         pytest.fail("The demo adapters are missing: `make test-integration` trains them.")
+    # first a run killed with -9 once vLLM's server is up: the server, its engine and the
+    # `thrifty serve` between them all end, and the run below starts its own on a free port
+    killed = start(["bench", "--model", models.DEFAULT_MODEL, "--requests", "50"],
+                   tmp_path / "killed.log")
+    wait_for(lambda: running(killed, "thrifty.libs.vllm_server"), killed)
+    kill_and_check_nothing_left(killed)
     out = bench_json(tmp_path, "--model", models.DEFAULT_MODEL, "--adapter",
                      f"history={demo['history']}", "--adapter-mix", "history=0.5,base=0.5",
                      "--concurrency", "1,2", "--requests", "6", "--input-tokens", "32",
@@ -122,6 +129,12 @@ def test_adapter_mix_unknown_to_a_real_server(tmp_path, served):
 
 
 def test_offline_latency_mode(tmp_path):
+    """After a SIGTERM (a CI timeout, a container stop) of a first run while vLLM's engine is
+    up: exit 143 and no engine process left; then a run that completes."""
+    killed = start(["bench", "latency", "--model", models.DEFAULT_MODEL], tmp_path / "k.log")
+    wait_for(lambda: len(tagged(killed.tag)) >= 3, killed)  # CLI, worker, vLLM's EngineCore
+    kill_and_check_nothing_left(killed, signal.SIGTERM)
+    assert killed.returncode == 128 + signal.SIGTERM
     env = {**os.environ, "THRIFTY_RUNS": str(tmp_path / "runs")}
     done = subprocess.run([sys.executable, "-m", "thrifty", "bench", "latency", "--model",
                            models.DEFAULT_MODEL, "--batch-size", "1,4", "--input-tokens", "32",

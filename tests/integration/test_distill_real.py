@@ -7,14 +7,12 @@ the quality comparison lives in benchmarks/distill_quality.py.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from cli_helpers import thrifty, thrifty_json
+from interrupt_helpers import kill_and_check_nothing_left, start, wait_for
 
 from thrifty.assets.models import DEFAULT_MODEL, prepared_dir
 from thrifty.core import engines, jobs
@@ -139,37 +137,14 @@ def test_offline_distillation_end_to_end(tmp_path):
     assert 0.5 < check["top_k_mass"] < 1.0
 
 
-def start(args: list, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "thrifty", *map(str, args)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def wait_for(condition, proc: subprocess.Popen, log: Path, timeout_s: float = 400) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"finished before the interruption:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"timed out:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-def interrupt(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) != 0
-
-
-def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
+def test_training_killed_with_sigkill_leaves_nothing_running_and_resumes(tmp_path):
     out = tmp_path / "d"
     args = ["distill", "--teacher", DEFAULT_MODEL, "--student-from-teacher", "--keep-layers",
             "2", "--teacher-signal", "online", "--steps", "16", "--save-steps", "4", "--out", out,
             *SMALL]
     proc = start(args, tmp_path / "first.log")
-    wait_for(lambda: any((out / "checkpoints").glob("checkpoint-*/trainer_state.json")), proc,
-             tmp_path / "first.log")
-    interrupt(proc)
+    wait_for(lambda: any((out / "checkpoints").glob("checkpoint-*/trainer_state.json")), proc)
+    kill_and_check_nothing_left(proc)  # the training worker and its launcher end with the CLI
     assert not (out / "student").exists()
     complete = sorted(int(p.parent.name.split("-")[1])
                       for p in (out / "checkpoints").glob("checkpoint-*/trainer_state.json"))
@@ -185,7 +160,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     assert (out / "student" / "config.json").is_file()
 
 
-def test_interrupted_capture_resumes_from_its_last_shard(tmp_path):
+def test_capture_killed_with_sigkill_leaves_nothing_running_and_resumes(tmp_path):
     out = tmp_path / "d"
     args = ["distill", "--teacher", DEFAULT_MODEL, "--student", DEFAULT_MODEL, "--steps", "8",
             "--shard-size", "1", "--capture-only", "--out", out, *SMALL]
@@ -195,8 +170,8 @@ def test_interrupted_capture_resumes_from_its_last_shard(tmp_path):
         return manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= 2
 
     proc = start(args, tmp_path / "first.log")
-    wait_for(some_shards, proc, tmp_path / "first.log")
-    interrupt(proc)
+    wait_for(some_shards, proc)
+    kill_and_check_nothing_left(proc)  # vLLM's engine processes too
     done_before = len(json.loads(manifest.read_text())["shards"])
     assert done_before < 16
     result = thrifty_json(*args, "--resume")

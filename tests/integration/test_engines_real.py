@@ -1,17 +1,23 @@
 """Engine jobs on the real engines: evaluation, generation, crashes, adopted interpreters."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 from cli_helpers import thrifty, thrifty_json
+from interrupt_helpers import job_log_says, kill_and_check_nothing_left, running, start, wait_for
 
 from thrifty.assets import models
 from thrifty.core import engines
 
 
 def test_eval_real_model_is_plausible_recorded_and_deterministic(tmp_path):
+    killed = start(["eval", models.DEFAULT_MODEL, "--max-tokens", "2048"], tmp_path / "k.log")
+    wait_for(job_log_says(tmp_path / "runs", "evaluate.log", "Loading weights"), killed)
+    kill_and_check_nothing_left(killed)  # kill -9 mid-run: the evaluation worker ends too
     first = thrifty_json("eval", models.DEFAULT_MODEL, "--max-tokens", "2048")
     second = thrifty_json("eval", models.DEFAULT_MODEL, "--max-tokens", "2048")
     row = first["rows"][0]
@@ -108,3 +114,21 @@ def _pythonpath() -> str:
     from thrifty.core.jobs import engine_pythonpath
 
     return engine_pythonpath()
+
+
+def test_an_engine_build_killed_with_sigkill_leaves_no_pip_and_is_rebuilt(tmp_path):
+    """kill -9 of `thrifty setup` while pip installs: pip ends too, the half-built engine is
+    not taken for a ready one, and the next setup builds it."""
+    env = {"THRIFTY_HOME": str(tmp_path / "home")}
+    killed = start(["setup", "compress"], tmp_path / "killed.log", env=env)
+    wait_for(lambda: running(killed, "-m pip install"), killed)
+    kill_and_check_nothing_left(killed)
+    assert (tmp_path / "home" / "engines" / "compress").is_dir()  # the half-built venv
+    status = subprocess.run([sys.executable, "-m", "thrifty", "doctor", "--json"], text=True,
+                            capture_output=True, env={**os.environ, **env})
+    assert json.loads(status.stdout)["engines"]["compress"]["state"] == "missing"
+    rebuilt = subprocess.run([sys.executable, "-m", "thrifty", "setup", "compress", "--json"],
+                             capture_output=True, text=True, timeout=1500,
+                             env={**os.environ, **env})
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert json.loads(rebuilt.stdout)[0]["state"] == "ready"

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 from cli_helpers import needs_w4a16_kernel, thrifty, thrifty_json
+from interrupt_helpers import job_log_says, kill_and_check_nothing_left, start, wait_for
 
 from thrifty.assets import models
 from thrifty.core import engines
@@ -52,8 +53,15 @@ def test_a_quantized_checkpoint_teaches_through_vllm(rtn, tmp_path):
 @needs_w4a16_kernel
 def test_gptq_with_calibration_then_eval_against_the_base(rtn, tmp_path):
     out = tmp_path / "gptq-w4"
-    manifest = thrifty_json("quantize", BASE, "--out", out, "--num-samples", "8",
-                            "--seq-len", "64", "--no-verify")
+    args = ["quantize", BASE, "--out", out, "--num-samples", "8", "--seq-len", "64",
+            "--no-verify"]
+    # kill -9 during calibration: nothing keeps running, no output appears, the next run works
+    killed = start(args, tmp_path / "killed.log")
+    wait_for(job_log_says(tmp_path / "runs", "quantize.log", "Calibrating"), killed)
+    kill_and_check_nothing_left(killed)
+    assert not out.exists() and len(list(tmp_path.glob(".gptq-w4.partial-*"))) == 1
+    manifest = thrifty_json(*args)
+    assert not list(tmp_path.glob(".gptq-w4.partial-*"))  # the killed run's partial is gone
     calib = manifest["calibration"]
     assert calib["samples_count"] == 8 and calib["tokens"] == 8 * 64
     assert len(calib["sha256"]) == 64 and manifest["actorder"] is True

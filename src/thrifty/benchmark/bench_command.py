@@ -1,7 +1,6 @@
 """`thrifty bench`: load-test an OpenAI-compatible server (or a model thrifty serves for the
 run), measure an offline engine's batch latency, and compare runs."""
 
-import signal
 import time
 
 import click
@@ -112,7 +111,6 @@ def bench_run(**options) -> None:
     run = RunRecord("bench", config.as_record(), engines_used=("vllm",) if config.model else ())
     try:
         with run:
-            signal.signal(signal.SIGTERM, _raise_interrupt)
             bench = _measure(config, parsed, run)
             _write_reports(bench, run)
             _print_result(config, bench, run)
@@ -194,10 +192,6 @@ class _Interrupted(KeyboardInterrupt):
     def __init__(self, kept: int):
         super().__init__()
         self.kept = kept
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _hardware_line() -> str:

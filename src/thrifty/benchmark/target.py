@@ -11,7 +11,7 @@ from pathlib import Path
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import workload
 from thrifty.benchmark.memory import GpuPlacement, parse_startup_log
-from thrifty.core import hardware, jobs
+from thrifty.core import hardware, jobs, processes
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail
 from thrifty.core.progress import stderr
@@ -92,7 +92,7 @@ class ServeProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "thrifty", "serve", *self.args, "--json"],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-                env=self.env, start_new_session=True)
+                env=self.env, **processes.spawn_options())
         try:
             line = self.proc.stdout.readline()
         except BaseException:

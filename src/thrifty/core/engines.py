@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thrifty.core import hardware, paths
+from thrifty.core import hardware, paths, processes
 from thrifty.core.errors import EngineError
 from thrifty.core.files import read_json, tail, write_json
 
@@ -313,7 +313,8 @@ def _versions(python: str, distributions: tuple[str, ...]) -> dict[str, str]:
         "    except m.PackageNotFoundError: pass\n"
         "print(json.dumps(out))"
     )
-    done = subprocess.run([python, "-c", code, *distributions], capture_output=True, text=True)
+    done = subprocess.run([python, "-c", code, *distributions], capture_output=True, text=True,
+                          **processes.spawn_options(own_group=False))
     return json.loads(done.stdout) if done.returncode == 0 else {}
 
 
@@ -323,7 +324,7 @@ def _run_logged(command: list[str], log: Path, report: Reporter) -> None:
         out.write(f"\n$ {' '.join(command)}\n")
         out.flush()
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+                                text=True, bufsize=1, **processes.spawn_options(own_group=False))
         try:
             for line in proc.stdout:
                 out.write(line)

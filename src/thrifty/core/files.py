@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from thrifty.core import processes
 from thrifty.core.errors import BadInput
 
 
@@ -63,6 +64,7 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
     final = Path(final)
     check_output_free(final, force)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(final)
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -78,6 +80,20 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def remove_stale_partials(final: Path) -> list[Path]:
+    """Remove what an atomic_folder of `final` left when its process was killed (SIGKILL runs no
+    cleanup): `.NAME.partial-PID` and `.NAME.old-PID` whose process no longer exists. A live
+    process's are kept: it may be writing them now."""
+    removed = []
+    for pattern in (f".{final.name}.partial-*", f".{final.name}.old-*"):
+        for leftover in Path(final).parent.glob(pattern):
+            pid = leftover.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not processes.is_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
+    return removed
 
 
 def folder_size_bytes(folder: Path) -> int:

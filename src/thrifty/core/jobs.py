@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from thrifty.core import errors, paths
+from thrifty.core import errors, paths, processes
 from thrifty.core.files import read_json, tail, write_json
 
 EventHandler = Callable[[dict], None]
@@ -52,6 +52,7 @@ def worker_main(tasks: dict[str, Task]) -> None:
     Under a distributed launcher (torchrun, accelerate launch) every process runs the task;
     only rank 0 reports events and writes the result.
     """
+    processes.watch_parent()  # a killed CLI must not leave this worker and its children behind
     lead = os.environ.get("RANK", "0") == "0"
     # Keep the real stdout for events only; anything a library prints goes to stderr (the log).
     stream = os.fdopen(os.dup(1) if lead else os.open(os.devnull, os.O_WRONLY), "w", buffering=1)
@@ -124,7 +125,8 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
     with log_file.open("w") as log:
         proc = subprocess.Popen([python, *(launcher or []), "-m", module, str(job_file)],
                                 stdout=subprocess.PIPE,
-                                stderr=log, text=True, env=child_env, start_new_session=True)
+                                stderr=log, text=True, env=child_env,
+                                **processes.spawn_options())
         try:
             for line in proc.stdout:
                 try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from thrifty.assets import models
-from thrifty.core import tracking
+from thrifty.core import processes, tracking
 from thrifty.core.errors import BadInput
 from thrifty.core.files import write_json
 from thrifty.core.output import emit_json, json_option
@@ -225,8 +225,8 @@ def _catalog_ids() -> dict[str, list[str]]:
     """GPU id -> aliases, from `thrifty gpus --json` (the cost feature owns the catalog)."""
     import json
 
-    done = subprocess.run([sys.executable, "-m", "thrifty", "gpus", "--json"],
-                          capture_output=True, text=True)
+    done = processes.run_child([sys.executable, "-m", "thrifty", "gpus", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if done.returncode != 0:  # the catalog's own error (e.g. a bad $THRIFTY_HOME/gpus.toml)
         raise BadInput(done.stderr.strip().removeprefix("Error: "))
     return {g["id"]: g.get("aliases", []) for g in json.loads(done.stdout)["gpus"]}

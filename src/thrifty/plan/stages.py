@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from thrifty.core import processes
 from thrifty.core.errors import ThriftyError
 from thrifty.core.files import read_json, write_json
 from thrifty.core.progress import stderr
@@ -153,7 +154,7 @@ def run_thrifty(stage: Stage) -> tuple[dict, float]:
     took."""
     command = [sys.executable, "-m", "thrifty", *stage.argv, "--json"]
     started = time.monotonic()
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    done = processes.run_child(command, stdout=subprocess.PIPE)
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         raise StageFailed(f"The plan's stage '{stage.name}' failed: `thrifty "

@@ -1,7 +1,6 @@
 """`thrifty serve`: vLLM's OpenAI-compatible server over one base model and many LoRA adapters."""
 
 import json
-import signal
 import time
 
 import click
@@ -82,7 +81,6 @@ def serve(base: str, adapter_specs: tuple[str, ...], adapters_dir: str | None,
     config = {k: v for k, v in plan.summary().items() if k != "reasons"}
     with RunRecord("serve", config, engines_used=("vllm",)) as run:
         process = server.ServerProcess(plan, python, run.path)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             process.start()
             with stderr.status(f"starting vLLM with {plan.base_label}") as status:
@@ -100,10 +98,6 @@ def serve(base: str, adapter_specs: tuple[str, ...], adapters_dir: str | None,
             stderr.print("stopping the server")
         finally:
             process.stop()
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _announce(plan: server.ServePlan, models: list[str], ready_s: float, run: RunRecord,

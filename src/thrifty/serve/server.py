@@ -1,19 +1,15 @@
 """Plan and run vLLM's OpenAI-compatible server: flags derived from the adapters, a port
 check, start-up with readiness, and a shutdown that leaves no process behind."""
 
-import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from thrifty.assets.models import ModelRef
-from thrifty.core import hardware, jobs
+from thrifty.core import hardware, jobs, processes
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail, write_json
 from thrifty.formats import lora_adapter as adapters
@@ -154,13 +150,6 @@ def free_port(host: str, port: int) -> int:
         return probe.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the server process: get SIGTERM if the thrifty process dies (Linux), so a killed CLI
-    never leaves an orphaned server holding the port and the memory."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class ServerProcess:
     """vLLM's server in the vllm engine, as a process group of its own."""
 
@@ -185,8 +174,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "thrifty.libs.vllm_server", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                **processes.spawn_options())  # a killed CLI never leaves the server behind
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, on_wait=lambda elapsed: None) -> float:
         """Seconds until the server answered /health and listed its models."""

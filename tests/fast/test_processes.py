@@ -1,0 +1,178 @@
+"""Nothing outlives thrifty: a job's worker and everything it started end with the CLI, whether
+the CLI gets SIGTERM or SIGKILL, and a partial output a killed run left is cleaned, not reused."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from thrifty.core import processes
+from thrifty.core.files import atomic_folder
+
+# A worker that starts two grandchildren, one of which ignores SIGTERM (as a stuck engine
+# process might), reports their ids, then works "forever".
+WORKER = textwrap.dedent('''
+    import json, subprocess, sys, time
+    from thrifty.core.jobs import worker_main
+
+    STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+
+    def work(params, events):
+        kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]),
+                subprocess.Popen([sys.executable, "-c", STUBBORN])]
+        time.sleep(0.5)  # let the stubborn one install its handler
+        with open(params["pids"], "w") as out:
+            json.dump({"worker": __import__("os").getpid(), "kids": [k.pid for k in kids]}, out)
+        events.progress("working", 1, None)
+        time.sleep(600)
+        return {}
+
+    if __name__ == "__main__":
+        worker_main({"work": work})
+''')
+
+# The CLI side, as a thrifty command runs a job.
+DRIVER = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    from thrifty.core import jobs, processes
+
+    processes.exit_on_termination()
+    folder = Path(sys.argv[1])
+    try:
+        jobs.run_job(sys.executable, "sleepy_worker", "work", {"pids": str(folder / "pids.json")},
+                     folder / "job", env={"PYTHONPATH": str(folder)})
+    except KeyboardInterrupt:
+        sys.exit(processes.exit_code(1))
+''')
+
+
+@pytest.fixture
+def driver(tmp_path, isolated_home):
+    """Start the driver; return (its process, the ids of the worker and its children)."""
+    (tmp_path / "sleepy_worker.py").write_text(WORKER)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path)])
+    pids_file = tmp_path / "pids.json"
+    deadline = time.monotonic() + 60
+    while not pids_file.is_file() and time.monotonic() < deadline:
+        assert proc.poll() is None, "the driver ended before its worker started"
+        time.sleep(0.1)
+    pids = json.loads(pids_file.read_text())
+    yield proc, [pids["worker"], *pids["kids"]]
+    for pid in [proc.pid, pids["worker"], *pids["kids"]]:  # whatever a failed test left
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_gone(pids: list[int], timeout_s: float = 30) -> list[int]:
+    """The ids still alive after waiting up to timeout_s for all of them to end."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if processes.is_alive(pid)]
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return alive
+
+
+def test_sigkill_of_the_cli_ends_the_worker_and_its_children(driver):
+    proc, pids = driver
+    assert all(processes.is_alive(pid) for pid in pids)
+    proc.kill()
+    proc.wait()
+    assert wait_gone(pids) == []
+
+
+def test_sigterm_of_the_cli_stops_the_job_and_exits_143(driver):
+    proc, pids = driver
+    proc.terminate()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert wait_gone(pids, timeout_s=5) == []  # stopped before the CLI exited
+
+
+def test_a_child_is_signalled_when_its_parent_is_killed(tmp_path):
+    """The parent-death signal alone (thrifty serve's server, an engine build's pip)."""
+    script = textwrap.dedent('''
+        import subprocess, sys, time
+        from thrifty.core import processes
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                 **processes.spawn_options())
+        print(child.pid, flush=True)
+        time.sleep(600)
+    ''')
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    assert wait_gone([child]) == []
+
+
+def test_run_child_passes_sigterm_on_and_waits_for_the_child(tmp_path):
+    marker = tmp_path / "cleaned"
+    child = (f"import signal, sys, time, pathlib\n"
+             f"def stop(*_): pathlib.Path({str(marker)!r}).write_text('x'); sys.exit(0)\n"
+             "signal.signal(signal.SIGTERM, stop)\nprint('ready', flush=True)\ntime.sleep(600)")
+    script = textwrap.dedent(f'''
+        import subprocess, sys
+        from thrifty.core import processes
+        processes.exit_on_termination()
+        try:
+            processes.run_child([sys.executable, "-c", {child!r}])
+        except KeyboardInterrupt:
+            sys.exit(processes.exit_code(1))
+    ''')
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "ready"
+    parent.terminate()
+    assert parent.wait(timeout=60) == 143
+    assert marker.read_text() == "x"  # the child ran its own cleanup before the parent left
+
+
+def dead_pid() -> int:
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
+def test_a_partial_output_of_a_killed_run_is_removed_and_a_live_one_kept(tmp_path):
+    out = tmp_path / "out"
+    stale = tmp_path / f".out.partial-{dead_pid()}"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    old = tmp_path / f".out.old-{dead_pid()}"
+    old.mkdir()
+    live_owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".out.partial-{live_owner.pid}"
+        live.mkdir()
+        with atomic_folder(out) as tmp:
+            (tmp / "done").write_text("yes")
+        assert not stale.exists() and not old.exists()
+        assert live.is_dir()  # another process may be writing it right now
+    finally:
+        live_owner.kill()
+        live_owner.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "out"])
+    assert (out / "done").read_text() == "yes"
+
+
+def test_group_members_lists_live_processes_of_a_group():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not processes.group_members(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes.group_members(child.pid) == [child.pid]
+        assert os.getpid() not in processes.group_members(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert processes.group_members(child.pid) == []
