@@ -1,4 +1,3 @@
-import json
 import shutil
 import socket
 import subprocess
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from safetensors_files import make_model_folder
 
 from thrifty.cli import cli
 from thrifty.core import tracking
@@ -44,11 +44,7 @@ def cat(isolated_home):
 def model_folder(tmp_path):
     """A model folder that passes thrifty's checks of a local model (config.json, safetensors)
     without weights: enough for everything refused before an engine starts."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (folder / "model.safetensors").write_bytes(b"")
-    return folder
+    return make_model_folder(tmp_path / "model")
 
 
 MLFLOW = Path(sys.executable).parent / "mlflow"

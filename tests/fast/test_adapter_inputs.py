@@ -29,7 +29,7 @@ def test_adapter_trained_for_another_base_is_refused(isolated_home, run_cli, bas
     ({"use_dora": True}, "is a DoRA adapter"),
     ({"bias": "lora_only"}, "trains biases"),
     ({"modules_to_save": ["lm_head"]}, "fully trained modules (lm_head)"),
-    ({"peft_type": "IA3"}, "is a IA3 adapter"),
+    ({"peft_type": "IA3"}, "is of type IA3"),
 ])
 def test_adapters_that_are_not_plain_lora_are_refused(isolated_home, run_cli, base, tmp_path,
                                                       fields, message):

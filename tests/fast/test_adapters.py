@@ -71,7 +71,7 @@ def test_adapter_with_modules_the_base_lacks_is_refused(tmp_path, base):
     ("file", "is a file"),
     ("no-config", "no adapter_config.json"),
     ("bad-json", "not valid JSON"),
-    ("not-lora", "is a IA3 adapter"),
+    ("not-lora", "is of type IA3"),
     ("pickle-only", "only pickle weights"),
     ("no-weights", "no adapter_model.safetensors"),
 ])

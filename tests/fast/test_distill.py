@@ -5,7 +5,7 @@ import json
 import math
 
 import pytest
-from safetensors_files import write_safetensors
+from safetensors_files import write_safetensors, write_tokenizer_stub
 
 from thrifty.core.errors import BadInput
 from thrifty.distill import plan
@@ -157,6 +157,7 @@ def fake_model(folder, layers: int = 4):
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": layers,
         "hidden_size": 64, "vocab_size": 128}))
     write_safetensors(folder / "model.safetensors", {"lm_head.weight": ("F32", [128, 64])})
+    write_tokenizer_stub(folder)
     return folder
 
 

@@ -3,18 +3,21 @@
 import json
 
 import pytest
+from safetensors_files import make_model_folder, write_safetensors
 
 from thrifty.assets import models
 from thrifty.core.errors import BadInput, HubUnreachable
 
 
 def make_folder(tmp_path, *files, config=True):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    if config:
-        (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    folder = make_model_folder(tmp_path / "model", weights=False)
+    if not config:
+        (folder / "config.json").unlink()
     for name in files:
-        (folder / name).write_bytes(b"\0" * 8)
+        if name.endswith(".safetensors"):
+            write_safetensors(folder / name, {})
+        else:
+            (folder / name).write_bytes(b"\0" * 8)
     return folder
 
 

@@ -4,6 +4,8 @@ the CLI gets SIGTERM or SIGKILL, and a partial output a killed run left is clean
 import contextlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,3 +178,36 @@ def test_group_members_lists_live_processes_of_a_group():
         child.kill()
         child.wait()
     assert processes.group_members(child.pid) == []
+
+
+DISK_FULL_WRITE = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    from thrifty.core.errors import BadInput
+    from thrifty.core.files import atomic_folder
+    disk = Path(sys.argv[1])
+    try:
+        with atomic_folder(disk / "out") as tmp:
+            (tmp / "weights.bin").write_bytes(bytes(512 * 1024))
+    except BadInput as exc:
+        print(exc)
+    print(sorted(p.name for p in disk.iterdir()))
+''')
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare for a private tmpfs")
+def test_a_full_disk_removes_the_partial_output_and_says_how_much_was_written(tmp_path):
+    """A real full disk: a 256 KiB tmpfs in a private mount namespace."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (f"mount -t tmpfs -o size=256k none {disk} && "
+              f"{sys.executable} -c {shlex.quote(DISK_FULL_WRITE)} {disk}")
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    if "mount" in done.stderr and done.returncode != 0:
+        pytest.skip(f"no private tmpfs here: {done.stderr.strip()}")
+    message, listing = done.stdout.strip().splitlines()
+    assert f"The disk holding {disk} filled up while thrifty wrote out" in message
+    assert "MiB were written before it ran out" in message
+    assert "partial output was removed" in message
+    assert listing == "[]"  # no partial folder, no output

@@ -2,9 +2,9 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cli_helpers import thrifty, thrifty_json
@@ -52,12 +52,34 @@ def test_generate_in_vllm():
     assert result["vllm_version"].startswith("0.")
 
 
-def test_worker_crash_on_damaged_weights_shows_the_log_tail(tmp_path):
-    damaged = tmp_path / "damaged"
-    damaged.mkdir()
-    shutil.copy(models.prepared_dir(models.DEFAULT_MODEL) / "config.json", damaged)
-    (damaged / "model.safetensors").write_bytes(b"this is not a safetensors file")
-    done = thrifty("eval", damaged, "--max-tokens", "64", check=False)
+def linked_copy(tmp_path, name: str) -> Path:
+    """The default model's folder, its files linked (not copied) into a folder of its own."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for source in models.prepared_dir(models.DEFAULT_MODEL).iterdir():
+        (folder / source.name).symlink_to(source)
+    return folder
+
+
+def test_a_truncated_weight_file_is_named_before_any_engine_starts(tmp_path):
+    folder = linked_copy(tmp_path, "truncated")
+    whole = (folder / "model.safetensors").resolve()
+    (folder / "model.safetensors").unlink()
+    with whole.open("rb") as source:  # an interrupted copy: the header and the first 1 MiB
+        (folder / "model.safetensors").write_bytes(source.read(1 << 20))
+    done = thrifty("eval", folder, "--max-tokens", "64", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "model.safetensors is truncated" in done.stderr and "bytes missing" in done.stderr
+    assert not list((tmp_path / "runs").glob("*/logs/*.log"))  # no engine job was started
+
+
+def test_worker_crash_shows_the_log_tail(tmp_path):
+    """Weights that do not fit their config pass the file checks and fail in the engine."""
+    folder = linked_copy(tmp_path, "mismatched")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    done = thrifty("eval", folder, "--max-tokens", "64", check=False)
     assert done.returncode == 1
     assert "crashed with exit code" in done.stderr
     assert "Last lines of the log" in done.stderr

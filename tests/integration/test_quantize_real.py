@@ -94,16 +94,18 @@ def test_group_size_that_does_not_divide_fails_before_calibration(tmp_path):
 
 
 TINY_GPT2 = """
-import sys
+import shutil, sys
 from transformers import GPT2Config, GPT2LMHeadModel
 GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=64, n_head=2, vocab_size=128)).save_pretrained(
     sys.argv[1])
+shutil.copy(sys.argv[2], sys.argv[1])  # a tokenizer, which every model folder needs
 """
 
 
 def test_awq_on_an_architecture_without_mappings_says_which_are_supported(tmp_path):
     folder = tmp_path / "tiny-gpt2"
-    subprocess.run([engines.python_for("compress"), "-c", TINY_GPT2, str(folder)], check=True,
+    subprocess.run([engines.python_for("compress"), "-c", TINY_GPT2, str(folder),
+                    str(models.prepared_dir(BASE) / "tokenizer.json")], check=True,
                    capture_output=True)
     done = thrifty("quantize", folder, "--method", "awq", "--out", tmp_path / "out",
                    check=False)
@@ -124,3 +126,22 @@ def test_awq_then_gptq_with_the_importance_observer(tmp_path):
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     weights = config["config_groups"]["group_0"]["weights"]
     assert weights["num_bits"] == 4 and weights["symmetric"] is False
+
+
+def test_an_architecture_vllm_does_not_serve_is_refused_before_quantizing(tmp_path):
+    """Even with --no-verify: the checkpoint would be written, and vLLM could not load it."""
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    for source in models.prepared_dir(BASE).iterdir():
+        if source.name != "config.json":
+            (folder / source.name).symlink_to(source)
+    config = json.loads((models.prepared_dir(BASE) / "config.json").read_text())
+    config["architectures"] = ["LlamaForCausalLMM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    done = thrifty("quantize", folder, "--method", "rtn", "--no-verify", "--out", out,
+                   check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "'LlamaForCausalLMM', which vLLM" in done.stderr
+    assert "Close names it has: LlamaForCausalLM" in done.stderr
+    assert not out.exists()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from thrifty.assets import model_files
 from thrifty.core import paths
 from thrifty.core.errors import BadInput, HubUnreachable
 
@@ -64,7 +65,15 @@ def resolve(ref: str, allow_pickle: bool = False) -> ModelRef:
 
 
 def validate_folder(path: Path, allow_pickle: bool = False) -> None:
-    """A model folder needs config.json and safetensors weights; pickle weights are refused."""
+    """A model folder needs a usable config.json, complete safetensors weights (pickle weights
+    are refused) and its tokenizer."""
+    _check_weight_files(path, allow_pickle)
+    model_files.check_config(path)
+    model_files.check_weights(path)
+    model_files.check_tokenizer(path)
+
+
+def _check_weight_files(path: Path, allow_pickle: bool) -> None:
     if not path.is_dir():
         raise BadInput(f"The model path {path} is a file; give the folder that holds config.json "
                        "and the weights.")
@@ -72,10 +81,6 @@ def validate_folder(path: Path, allow_pickle: bool = False) -> None:
     if not config.is_file():
         raise BadInput(f"The model folder {path} has no config.json, so it is not a Hugging Face "
                        "model folder. Point at the folder written by save_pretrained().")
-    try:
-        json.loads(config.read_text())
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{config} is not valid JSON ({exc}); the folder looks damaged.") from exc
     files = [p.name for p in path.iterdir()]
     if any(n.endswith(".safetensors") for n in files):
         return

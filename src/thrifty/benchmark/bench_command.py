@@ -6,7 +6,7 @@ import time
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from thrifty.assets import prepare
+from thrifty.assets import architectures, prepare
 from thrifty.benchmark import html_report, report, workload
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import target as targets
@@ -282,6 +282,7 @@ def bench_latency(model, batch_sizes, input_lens, output_lens, iterations, warmu
         raise BadInput(f"The longest case needs {longest} tokens but --max-model-len is "
                        f"{max_model_len}; raise it or shorten the lengths.")
     ref = prepare.ensure_model(model)
+    architectures.check_vllm_serves(ref, "measures the model in vLLM")
     with RunRecord("bench-latency", {"model": model, **params}, engines_used=("vllm",)) as run:
         started = time.monotonic()
         result = run_in_engine(tasks.LATENCY,

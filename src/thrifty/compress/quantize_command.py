@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from thrifty.assets import prepare
+from thrifty.assets import architectures, prepare
 from thrifty.compress import schemes
 from thrifty.core import tasks
 from thrifty.core.errors import BadInput, ThriftyError
@@ -218,6 +218,7 @@ def _inputs(model: str, out: str, force: bool, allow_pickle: bool) -> tuple[Path
     out_dir = Path(out).expanduser().resolve()
     check_output_free(out_dir, force)
     ref = prepare.ensure_model(model, allow_pickle=allow_pickle)
+    architectures.check_vllm_serves(ref, "writes checkpoints for vLLM to serve")
     if ref.kind != "hub" and (out_dir == Path(ref.path) or Path(ref.path) in out_dir.parents):
         raise BadInput(f"--out {out_dir} is inside the model folder {ref.path}; choose a folder "
                        "outside it.")

@@ -1,5 +1,6 @@
 """Writing outputs so that an interrupted job never leaves a half-written result in place."""
 
+import errno
 import hashlib
 import json
 import os
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from thrifty.core import processes
-from thrifty.core.errors import BadInput
+from thrifty.core.errors import BadInput, ThriftyError
 
 
 def write_text(path: Path, text: str) -> None:
@@ -70,8 +71,11 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        written = folder_size_bytes(tmp) if tmp.is_dir() else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full(final, written) from None
         raise
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -80,6 +84,27 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError of a full disk, or an engine job that died of one (its message quotes it)."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return isinstance(exc, ThriftyError) and any(text in str(exc) for text in DISK_FULL_TEXT)
+
+
+def disk_full(final: Path, written: int) -> BadInput:
+    free = shutil.disk_usage(final.parent).free
+    return BadInput(
+        f"The disk holding {final.parent} filled up while thrifty wrote {final.name}: "
+        f"{written / 2**20:,.1f} MiB were written before it ran out, so the output needs more "
+        f"than the {free / 2**20:,.1f} MiB free now. The partial output was removed and "
+        "nothing else was changed: free more space than that (or write the output to a "
+        "bigger disk) and run the command again.")
 
 
 def remove_stale_partials(final: Path) -> list[Path]:

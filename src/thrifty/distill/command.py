@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from thrifty.assets import prepare
+from thrifty.assets import architectures, prepare
 from thrifty.core import tasks
 from thrifty.core.errors import BadInput
 from thrifty.core.execute import run_in_engine
@@ -179,6 +179,8 @@ def launcher(settings: dict) -> list[str] | None:
 
 def resolve_inputs(settings: dict) -> dict:
     teacher = prepare.ensure_model(settings["teacher"])
+    if settings["teacher_signal"] == "offline":
+        architectures.check_vllm_serves(teacher, "captures the teacher's signal in vLLM")
     if settings["keep_layers"]:
         plan.check_keep_layers(settings["keep_layers"], plan.layers_count(teacher.path),
                                teacher.name)

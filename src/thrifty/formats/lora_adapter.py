@@ -12,6 +12,7 @@ from pathlib import Path
 
 from thrifty.core.errors import BadInput
 from thrifty.core.files import read_json, safetensors_header
+from thrifty.formats.safetensors_file import check_safetensors
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -68,7 +69,8 @@ def inspect(path: str | Path) -> AdapterInfo:
     safetensors LoRA adapter."""
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise AdapterRejected(f"The adapter folder {folder} does not exist.")
+        raise AdapterRejected(f"The adapter folder {folder} does not exist. Check the path (it "
+                              f"is taken relative to {Path.cwd()}).")
     if not folder.is_dir():
         raise AdapterRejected(f"The adapter path {folder} is a file; give the folder that holds "
                               f"{CONFIG_FILE} and {WEIGHTS_FILE}.")
@@ -83,8 +85,10 @@ def inspect(path: str | Path) -> AdapterInfo:
         raise AdapterRejected(f"{config_path} is not valid JSON ({exc}).") from exc
     peft_type = config.get("peft_type")
     if peft_type != "LORA":
-        raise AdapterRejected(f"The adapter {folder} is a {peft_type or 'unknown'} adapter "
-                              "(peft_type in its config); vLLM serves LoRA adapters only.")
+        raise AdapterRejected(f"The adapter {folder} is of type {peft_type or 'unknown'} "
+                              "(peft_type in its config); vLLM serves LoRA adapters only. "
+                              "Retrain it as a LoRA adapter, or merge it into the base "
+                              "yourself and serve the merged model.")
     _check_plain_lora(folder, config)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
@@ -96,6 +100,10 @@ def inspect(path: str | Path) -> AdapterInfo:
                 "save_pretrained(dir, safe_serialization=True).")
         raise AdapterRejected(f"The adapter {folder} has {CONFIG_FILE} but no {WEIGHTS_FILE}; "
                               "copy the weights next to the config.")
+    try:
+        check_safetensors(weights)
+    except BadInput as exc:  # the same message, as the adapter error serving paths handle
+        raise AdapterRejected(str(exc)) from None
     try:
         header = safetensors_header(weights)
     except (ValueError, OSError) as exc:

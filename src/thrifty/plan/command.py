@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from thrifty.assets import models
+from thrifty.assets import architectures, models
 from thrifty.core import processes, tracking
 from thrifty.core.errors import BadInput
 from thrifty.core.files import write_json
@@ -198,6 +198,7 @@ def _adapters(specs: tuple[str, ...]) -> dict[str, str]:
 def check_inputs(config: plan_config.PlanConfig) -> str:
     """Everything that can be checked before the first stage; the model's folder."""
     ref = models.resolve(config.model)
+    architectures.check_vllm_serves(ref, "benchmarks and deploys every variant with vLLM")
     if ref.kind == "hub":
         raise BadInput(f"thrifty plan needs a local model: {config.model} is a hub id. Download "
                        "it first (e.g. `hf download ...`) and give its folder.")

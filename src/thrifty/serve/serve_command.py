@@ -5,7 +5,7 @@ import time
 
 import click
 
-from thrifty.assets import prepare
+from thrifty.assets import architectures, prepare
 from thrifty.core import hardware
 from thrifty.core.execute import ensure_engine
 from thrifty.core.output import json_option
@@ -69,6 +69,7 @@ def serve(base: str, adapter_specs: tuple[str, ...], adapters_dir: str | None,
                      "who can reach this machine can query the model and hot-load adapters "
                      "from the allowed folders.")
     ref = prepare.ensure_model(base, allow_pickle=allow_pickle)
+    architectures.check_vllm_serves(ref, "serves the base model with vLLM")
     eager = not compile_model if compile_model is not None else not hardware.gpus()
     plan = server.make_plan(ref, specs, adapters_dir, list(allow_from), host, port,
                             api_key=api_key, dtype=dtype, max_model_len=max_model_len,

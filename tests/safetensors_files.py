@@ -51,6 +51,26 @@ def make_base(folder: Path, spec: dict = LLAMA, packed_bits: int | None = None) 
             "group_0": {"weights": {"num_bits": packed_bits}}}}
     (folder / "config.json").write_text(json.dumps(config))
     write_safetensors(folder / "model.safetensors", tensors)
+    write_tokenizer_stub(folder)
+    return folder
+
+
+def write_tokenizer_stub(folder: Path) -> None:
+    """A tokenizer.json for the folder checks that look for one; nothing in the fast tier
+    loads it."""
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": None}))
+
+
+def make_model_folder(folder: Path, weights: bool = True, **config_fields) -> Path:
+    """A model folder that passes thrifty's checks of a local model (config.json, a valid
+    empty safetensors file, a tokenizer) without weights: enough for everything refused before
+    an engine starts."""
+    folder.mkdir(parents=True)
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **config_fields}
+    (folder / "config.json").write_text(json.dumps(config))
+    if weights:
+        write_safetensors(folder / "model.safetensors", {})
+    write_tokenizer_stub(folder)
     return folder
 
 
