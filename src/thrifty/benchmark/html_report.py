@@ -251,14 +251,34 @@ def memory_figure(bench: dict, plots: Plots) -> str:
     return figure(plots, "Memory breakdown", [chart], note) + details
 
 
-def errors_section(bench: dict) -> str:
+def errors_section(bench: dict, plots: Plots) -> str:
     points = bench.get("points") or []
     messages = sorted({m for p in points for m in (p.get("errors") or {})})
     if not messages:
         return ""
+    kinds = [[p.get("label", "?"), kind, str(e["count"]), f"{e['first_s']:.1f}",
+              f"{e['last_s']:.1f}"] for p in points
+             for kind, e in (p.get("errors_by_kind") or {}).items()]
     rows = [[message, *(str((p.get("errors") or {}).get(message, "")) for p in points)]
             for message in messages]
-    return "<h2>Errors</h2>" + table(["error", *(p.get("label", "?") for p in points)], rows)
+    return ("<h2>Errors</h2>" + errors_over_time(bench, plots)
+            + table(["load", "kind", "count", "first at s", "last at s"], kinds)
+            + table(["error", *(p.get("label", "?") for p in points)], rows))
+
+
+def errors_over_time(bench: dict, plots: Plots) -> str:
+    """Failed requests per time bin and kind: when a storm of 429s came, when the server went."""
+    timeline = bench.get("error_timeline") or {}
+    width = timeline.get("bin_s")
+    if not width:
+        return ""
+    lines = [Line(kind, [(i * width, count) for i, count in enumerate(counts)],
+                  COLORS[n % len(COLORS)]) for n, (kind, counts) in
+             enumerate(sorted(timeline["counts"].items()))]
+    chart = line_chart("Failed requests over time", lines,
+                       "seconds since the benchmark started (bin start)",
+                       f"failed requests per {width} s")
+    return figure(plots, "Errors over time", [chart], "")
 
 
 def render_html(bench: dict) -> str:
@@ -266,7 +286,8 @@ def render_html(bench: dict) -> str:
     plots = Plots()
     sections = [header(bench), "<h2>Summary</h2>", summary_table(bench),
                 latency_figures(bench, plots), throughput_figure(bench, plots),
-                adapters_figure(bench, plots), memory_figure(bench, plots), errors_section(bench)]
+                adapters_figure(bench, plots), memory_figure(bench, plots),
+                errors_section(bench, plots)]
     footer = (f"<footer>Figures are measured by thrifty bench · bench schema version "
               f"{esc(bench.get('bench_schema_version', '?'))}</footer>")
     return page(f"thrifty bench: {bench.get('label', 'unnamed')}", "".join(sections) + footer)

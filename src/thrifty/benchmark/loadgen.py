@@ -150,7 +150,7 @@ def as_record(stream: CompletionStream, point: int, job: Job,
     """A request's timeline (on the run's clock) from its parsed stream."""
     return RequestRecord(
         point=point, model=job.model, adapter=job.adapter, started_s=stream.started_s,
-        ok=stream.ok, error=stream.error,
+        ok=stream.ok, error=stream.error, error_kind=stream.error_kind,
         input_tokens=(stream.input_tokens if stream.input_tokens is not None
                       else job.prompt.input_tokens),
         output_tokens=stream.output_tokens or 0, ttft_s=stream.ttft_s, e2e_s=stream.e2e_s,

@@ -10,6 +10,7 @@
 Errors count as requests that missed the SLO and are reported, never dropped.
 """
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from thrifty.core import stats
@@ -32,6 +33,7 @@ class RequestRecord:
     e2e_s: float | None = None
     itl_s: list[float] = field(default_factory=list)
     scheduled_s: float | None = None  # when the load profile meant to send it
+    error_kind: str | None = None  # refused, stalled, dropped, HTTP 429, ... (openai_api)
 
     @property
     def tpot_s(self) -> float | None:
@@ -108,6 +110,37 @@ def error_kinds(records: list[RequestRecord]) -> dict[str, int]:
         if not r.ok:
             kinds[r.error or "unknown error"] = kinds.get(r.error or "unknown error", 0) + 1
     return kinds
+
+
+def errors_by_kind(records: list[RequestRecord]) -> dict[str, dict]:
+    """Failed requests by kind: how many, and when the first and the last of them ended, in
+    seconds since the benchmark started (a storm of 429s, a server gone from some moment on)."""
+    kinds: dict[str, dict] = {}
+    for r in sorted((r for r in records if not r.ok), key=_ended):
+        at = round(_ended(r), 3)
+        entry = kinds.setdefault(r.error_kind or "other", {"count": 0, "first_s": at})
+        entry["count"] += 1
+        entry["last_s"] = at
+    return kinds
+
+
+def error_timeline(records: list[RequestRecord], bins: int = 60) -> dict:
+    """Failed requests per kind in equal time bins over the whole run (at most `bins`, whole
+    seconds wide), for the report's errors-over-time chart."""
+    failed = [r for r in records if not r.ok]
+    if not failed:
+        return {"bin_s": None, "counts": {}}
+    end = max(_ended(r) for r in records)
+    width = max(1, math.ceil(end / bins))
+    counts: dict[str, list[int]] = {}
+    for r in failed:
+        row = counts.setdefault(r.error_kind or "other", [0] * (int(end // width) + 1))
+        row[int(_ended(r) // width)] += 1
+    return {"bin_s": width, "counts": counts}
+
+
+def _ended(record: RequestRecord) -> float:
+    return record.finished_s if record.finished_s is not None else record.started_s
 
 
 def point_meets_slo(summary: dict, attainment_pct: float) -> bool:

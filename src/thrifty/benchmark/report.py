@@ -145,10 +145,17 @@ def _print_adapters(bench: dict) -> None:
 
 
 def _print_errors(bench: dict) -> None:
+    kinds = [[point["label"], kind, e["count"], f"{e['first_s']:.1f}", f"{e['last_s']:.1f}"]
+             for point in bench["points"]
+             for kind, e in (point.get("errors_by_kind") or {}).items()]
+    if kinds:
+        table("failed requests by kind (counted in the figures above)",
+              ["load", "kind", "count", "first at s", "last at s"], kinds)
     rows = [[point["label"], count, message] for point in bench["points"]
             for message, count in point["errors"].items()]
     if rows:
-        table("errors (counted in the figures above)", ["load", "count", "error"], rows)
+        table("errors as the server or the connection reported them",
+              ["load", "count", "error"], rows)
 
 
 # --- compare -----------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def assemble(plan: BenchPlan, target: Target, points: list[dict],
             name: metrics.aggregate([r for r in mine if r.adapter == name], plan.slo, span)
             for name in adapters}
         point["errors"] = metrics.error_kinds(mine)
+        point["errors_by_kind"] = metrics.errors_by_kind(mine)
         point["slo_met"] = (metrics.point_meets_slo(point["summary"], plan.slo_attainment_pct)
                             if plan.slo else None)
     met = [p["load"] for p in points if p["slo_met"] and not p["interrupted"]]
@@ -158,6 +159,7 @@ def assemble(plan: BenchPlan, target: Target, points: list[dict],
         "slo_best_load": max(met) if met else None,
         "memory": memory_summary(target, points),
         "points": points,
+        "error_timeline": metrics.error_timeline(records),
         "requests": [r.as_dict() for r in records],
     }
 

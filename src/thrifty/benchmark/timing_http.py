@@ -48,6 +48,9 @@ class TimingHTTPServer(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
+INJECTED_KINDS = {429: "TooManyRequestsError", 503: "ServiceUnavailableError"}
+
+
 class _BadRequest(Exception):
     pass
 
@@ -178,9 +181,10 @@ class TimingHandler(BaseHTTPRequestHandler):
                              self.requests_on_connection, body.get("cache_salt"))
         outcome = "client went away"
         try:
-            if owner.injects_failure(timing):
-                timing.status = 500
-                self._send_error(500, "injected failure", "InternalServerError")
+            if status := owner.injected_status(timing):
+                timing.status = status
+                self._send_error(status, "injected failure", INJECTED_KINDS.get(
+                    status, "InternalServerError"))
                 outcome = "injected failure"
             elif body.get("stream"):
                 outcome = self._stream(body, timing)
@@ -208,12 +212,15 @@ class TimingHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        drop = owner.drops(timing)
+        drop, stall = owner.drops(timing), owner.stalls(timing)
         for index in range(max_tokens):
             # deadlines from the body's arrival, so sleep overshoots do not add up
             sleep_until(timing.body_read_s + owner.ttft_s + index * owner.itl_s)
             if drop and index == owner.drop_after_chunks:
                 return self._drop()
+            if stall and index == owner.drop_after_chunks:
+                time.sleep(owner.stall_s)  # headers sent, then nothing: a hung engine
+                stall = False
             self.wfile.write(sse_chunk(self._chunk_payload(timing, index, max_tokens)))
             if index == 0:
                 timing.first_chunk_s = time.perf_counter()

@@ -4,10 +4,12 @@ servers) can be measured against known timings.
 
 A streamed completion waits `ttft_s` after its body is read, sends one chunk per output token
 `itl_s` apart (max_tokens chunks), then the usage chunk and `data: [DONE]`. Failures can be
-injected: every k-th request answers HTTP 500 (`fail_every`), or every k-th request loses its
-connection after `drop_after_chunks` chunks (`drop_every`); an unknown model answers HTTP 404
-as vLLM does. It also serves GET /health, /v1/models and /metrics (vLLM's metric names, from
-its real state), and GET /debug/timings: the server-side timeline of every completion request,
+injected: every k-th request answers HTTP 500 (`fail_every`); the requests numbered in a window
+answer one status, as a server shedding load does (`storm`: (429, 10, 30)); every k-th request
+loses its connection after `drop_after_chunks` chunks (`drop_every`) or goes silent there for
+`stall_s` (`stall_every`); an unknown model answers HTTP 404 as vLLM does. It also serves
+GET /health, /v1/models and /metrics (vLLM's metric names, from its real state), and GET
+/debug/timings: the server-side timeline of every completion request,
 with the `cache_salt` it carried (also `TimingServer.timings` in-process). With `api_key`,
 every /v1 request must carry it as a bearer token (HTTP 401 otherwise), as with vLLM's
 --api-key.
@@ -57,7 +59,9 @@ class TimingServer:
     def __init__(self, ttft_s: float = 0.02, itl_s: float = 0.005,
                  models: tuple[str, ...] = ("timing-model",), fail_every: int = 0,
                  drop_every: int = 0, drop_after_chunks: int = 2, host: str = "127.0.0.1",
-                 port: int = 0, kv_capacity_tokens: int = 65536, api_key: str | None = None):
+                 port: int = 0, kv_capacity_tokens: int = 65536, api_key: str | None = None,
+                 storm: tuple[int, int, int] | None = None, stall_every: int = 0,
+                 stall_s: float = 3600.0):
         if not models:
             raise ValueError("the server needs at least one model name")
         self.ttft_s = ttft_s
@@ -66,6 +70,9 @@ class TimingServer:
         self.fail_every = fail_every
         self.drop_every = drop_every
         self.drop_after_chunks = drop_after_chunks
+        self.storm = storm  # (HTTP status, first request number, last request number)
+        self.stall_every = stall_every
+        self.stall_s = stall_s
         self.api_key = api_key
         self.kv_blocks = max(1, kv_capacity_tokens // KV_BLOCK_TOKENS)
         self.timings: list[RequestTiming] = []
@@ -147,8 +154,16 @@ class TimingServer:
             timing.outcome = outcome
             self._held_tokens.pop(timing.number, None)
 
-    def injects_failure(self, timing: RequestTiming) -> bool:
-        return bool(self.fail_every) and timing.number % self.fail_every == 0
+    def injected_status(self, timing: RequestTiming) -> int | None:
+        """The error status this request is answered with, if any."""
+        if self.storm and self.storm[1] <= timing.number <= self.storm[2]:
+            return self.storm[0]
+        if self.fail_every and timing.number % self.fail_every == 0:
+            return 500
+        return None
+
+    def stalls(self, timing: RequestTiming) -> bool:
+        return bool(self.stall_every) and timing.number % self.stall_every == 0
 
     def drops(self, timing: RequestTiming) -> bool:
         return bool(self.drop_every) and timing.number % self.drop_every == 0
@@ -208,8 +223,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="drop the connection of every K-th completion (0: never)")
     parser.add_argument("--drop-after-chunks", type=int, default=2,
                         help="token chunks sent before such a drop")
+    parser.add_argument("--storm", metavar="STATUS:FIRST-LAST",
+                        help="answer the completions numbered FIRST to LAST with STATUS "
+                             "(e.g. 429:10-30)")
+    parser.add_argument("--stall-every", type=int, default=0,
+                        help="go silent after --drop-after-chunks chunks of every K-th "
+                             "completion, for --stall-s seconds (0: never)")
+    parser.add_argument("--stall-s", type=float, default=3600.0)
     parser.add_argument("--api-key", help="require this bearer token on /v1 requests")
     return parser.parse_args(argv)
+
+
+def parse_storm(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    status, _, span = text.partition(":")
+    first, _, last = span.partition("-")
+    return int(status), int(first), int(last or first)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
                           models=tuple(args.models or ("timing-model",)),
                           fail_every=args.fail_every, drop_every=args.drop_every,
                           drop_after_chunks=args.drop_after_chunks, host=args.host,
-                          port=args.port, api_key=args.api_key).bind()
+                          port=args.port, api_key=args.api_key, storm=parse_storm(args.storm),
+                          stall_every=args.stall_every, stall_s=args.stall_s).bind()
     print(server.url, flush=True)  # a parent process reads this line to find the port
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

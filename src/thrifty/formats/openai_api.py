@@ -165,6 +165,27 @@ def error_message(body) -> str:
 
 READ_SIZE = 65536  # one read takes whatever has arrived, usually one event (one HTTP chunk)
 
+# Why a streamed request failed, in a few kinds a report can count and place in time (the
+# message keeps the detail). An HTTP error is its own kind: "HTTP 429", "HTTP 503", ...
+REFUSED = "refused (no server listening)"
+STALLED = "stalled (no bytes within the timeout)"
+DROPPED = "dropped (connection closed mid-stream)"
+ERROR_EVENT = "error event in the stream"
+BAD_STREAM = "malformed stream"
+NO_TOKENS = "finished without tokens"
+
+
+def http_kind(status: int) -> str:
+    return f"HTTP {status}"
+
+
+def connection_kind(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return REFUSED
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
+        return STALLED
+    return DROPPED
+
 
 class CompletionStream:
     """One streamed completion as it arrives: the one parser of its server-sent events
@@ -181,6 +202,7 @@ class CompletionStream:
         self.input_tokens: int | None = None
         self.status: int | None = None  # the HTTP status, once answered
         self.error: str | None = None  # why it failed (an error event, a bad line, ...)
+        self.error_kind: str | None = None  # one of the kinds above
         self.done = False  # `data: [DONE]` seen
         self.e2e_s: float | None = None
         self._pending = b""  # the start of a line whose end has not arrived yet
@@ -226,13 +248,16 @@ class CompletionStream:
         try:
             event = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
-            self._fail(f"the stream carried a line that is not JSON: {payload[:100]!r}")
+            self._fail(f"the stream carried a line that is not JSON: {payload[:100]!r}",
+                       BAD_STREAM)
             return
         if not isinstance(event, dict):
-            self._fail(f"the stream carried an event that is not an object: {payload[:100]!r}")
+            self._fail(f"the stream carried an event that is not an object: {payload[:100]!r}",
+                       BAD_STREAM)
             return
         if "error" in event:
-            self._fail(f"the server sent an error mid-stream: {error_message(event)}")
+            self._fail(f"the server sent an error mid-stream: {error_message(event)}",
+                       ERROR_EVENT)
         if choices := event.get("choices"):
             self.chunk_times_s.append(now)
             self.text_parts.extend(c.get("text") or "" for c in choices if isinstance(c, dict))
@@ -241,18 +266,19 @@ class CompletionStream:
             if usage.get("prompt_tokens") is not None:
                 self.input_tokens = usage["prompt_tokens"]
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, kind: str) -> None:
         if self.error is None:  # the first failure is the cause; later ones follow from it
             self.error = message
+            self.error_kind = kind
 
     def finish(self, now: float) -> None:
         """The stream ended (or broke off): its duration and its verdict."""
         self.e2e_s = now - self.started_s
         if not self.done:
             self._fail(f"the server closed the stream after {self.chunks} chunks without "
-                       "finishing it")
+                       "finishing it", DROPPED)
         elif self.chunks == 0:
-            self._fail("the stream carried no tokens")
+            self._fail("the stream carried no tokens", NO_TOKENS)
         if self.output_tokens is None and self.chunks:
             self.output_tokens = self.chunks  # a server that does not report usage
 
@@ -328,6 +354,7 @@ class StreamConnection:
             stream.status = response.status
             if response.status != 200:
                 stream.error = f"HTTP {response.status}: {error_text(response.read())[:300]}"
+                stream.error_kind = http_kind(response.status)
                 stream.e2e_s = clock() - stream.started_s
                 if response.will_close:
                     self.close()
@@ -347,5 +374,6 @@ class StreamConnection:
             stream.e2e_s = clock() - stream.started_s
             what = type(exc).__name__ + (f": {exc}" if str(exc) else "")
             stream.error = f"connection failed after {stream.chunks} chunks ({what})"
+            stream.error_kind = connection_kind(exc)
             self.close()
         return stream
