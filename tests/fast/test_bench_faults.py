@@ -121,7 +121,6 @@ def test_request_timeout_counts_as_an_error(tmp_path):
     assert done.returncode == 0, done.stderr
     point = json.loads(done.stdout)["bench"]["points"][0]
     assert point["summary"]["errors_count"] == 2
-    assert all("timed out" in message for message in point["errors"])
     assert point["errors_by_kind"][openai_api.STALLED]["count"] == 2
     assert point["server"]["metrics_scrapes_count"] == 0  # sampling was off
 
