@@ -46,9 +46,9 @@ QUICK = {"rates": (50, 200), "rate_seconds": 2.0, "ttft_requests": 40}
 
 # --- the server process ------------------------------------------------------------------
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(ttft_ms: float = TTFT_MS, itl_ms: float = ITL_MS) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "thrifty.benchmark.timing_server", "--port", "0",
-               "--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS), "--model", MODEL]
+               "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), "--model", MODEL]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     url = process.stdout.readline().strip()  # it prints its URL once it listens
     if not url.startswith("http://"):
@@ -73,13 +73,13 @@ def server_timings(url: str) -> dict[str, dict]:
 
 # --- one measurement ---------------------------------------------------------------------
 
-def tagged_jobs(phase: str, count: int) -> list[Job]:
+def tagged_jobs(phase: str, count: int, output_tokens: int = OUTPUT_TOKENS) -> list[Job]:
     """Jobs whose prompt starts with a unique tag, carried in the record's adapter field, so
     that each client record can be matched with the server's timing of the same request."""
     jobs = []
     for index in range(count):
         tag = f"{phase}-{index}"
-        jobs.append(Job(MODEL, tag, Prompt(f"{tag} hello world", 3, OUTPUT_TOKENS)))
+        jobs.append(Job(MODEL, tag, Prompt(f"{tag} hello world", 3, output_tokens)))
     return jobs
 
 

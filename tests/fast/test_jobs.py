@@ -2,6 +2,7 @@
 
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,19 @@ def test_engines_see_thrifty_but_not_the_cli_site_packages(isolated_home):
     folder = jobs.engine_pythonpath()
     import os
 
-    assert os.listdir(folder) == ["thrifty"]
+    assert sorted(os.listdir(folder)) == sorted(["thrifty", jobs.PLUGINS])
+
+
+def test_vllm_finds_thrifty_s_plugin_on_the_engine_path(isolated_home):
+    """vLLM loads the entry points of group vllm.general_plugins in each of its processes."""
+    import importlib.metadata
+
+    folder = jobs.engine_pythonpath()
+    found = [ep for dist in importlib.metadata.distributions(path=[folder])
+             for ep in dist.entry_points if ep.group == "vllm.general_plugins"]
+    assert [ep.value for ep in found] == ["thrifty.libs.vllm_cpu_lora:install"]
+    module = Path(folder) / "thrifty" / "libs" / "vllm_cpu_lora.py"
+    assert "def install()" in module.read_text()
 
 
 def test_worker_modules_import_without_cli_dependencies():

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from thrifty.core import errors, paths, processes
-from thrifty.core.files import read_json, tail, write_json
+from thrifty.core.files import read_json, tail, write_json, write_text
 
 EventHandler = Callable[[dict], None]
 
@@ -97,7 +97,25 @@ def engine_pythonpath() -> str:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(package, target_is_directory=True)
         os.replace(tmp, link)
+    _write_plugin_entry_points(folder)
     return str(folder)
+
+
+# vLLM runs its "general plugins" in every process it starts (API server, engine core,
+# workers), however they are started; an entry point is how thrifty's fixes reach them all.
+PLUGINS = "thrifty_engine_plugins-1.0.dist-info"
+ENTRY_POINTS = "[vllm.general_plugins]\nthrifty_cpu_lora = thrifty.libs.vllm_cpu_lora:install\n"
+
+
+def _write_plugin_entry_points(folder: Path) -> None:
+    dist = folder / PLUGINS
+    if (dist / "entry_points.txt").is_file() and (
+            dist / "entry_points.txt").read_text() == ENTRY_POINTS:
+        return
+    dist.mkdir(exist_ok=True)
+    write_text(dist / "METADATA", "Metadata-Version: 2.1\nName: thrifty-engine-plugins\n"
+                                  "Version: 1.0\n")
+    write_text(dist / "entry_points.txt", ENTRY_POINTS)
 
 
 def run_job(python: str, module: str, task: str, params: dict, workdir: Path,

@@ -1,0 +1,82 @@
+"""The soak's figures from its raw record (benchmarks/soak.py): outcomes, hot-load latency, and
+the server memory's slope after warm-up with its 95% interval."""
+
+import math
+import statistics
+
+from thrifty.core.stats import percentile
+
+WARMUP_SHARE = 0.2  # the first fifth of the samples: the server's pools still filling
+
+
+def slope_mib_per_min(samples: list[dict], key: str) -> dict:
+    """Least-squares slope of memory over time after warm-up, with a 95% interval (t ~ 2)."""
+    kept = samples[int(len(samples) * WARMUP_SHARE):]
+    if len(kept) < 3:
+        return {"slope_mib_per_min": None, "ci95": None, "samples_count": len(kept)}
+    xs = [s["at_s"] / 60 for s in kept]
+    ys = [s[key] for s in kept]
+    fit = statistics.linear_regression(xs, ys)
+    residuals = [y - (fit.slope * x + fit.intercept) for x, y in zip(xs, ys, strict=True)]
+    spread_x = sum((x - statistics.fmean(xs)) ** 2 for x in xs)
+    error = math.sqrt(sum(r * r for r in residuals) / (len(xs) - 2) / spread_x) if spread_x else 0
+    return {"slope_mib_per_min": round(fit.slope, 3),
+            "ci95": [round(fit.slope - 2 * error, 3), round(fit.slope + 2 * error, 3)],
+            "first_mib": ys[0], "last_mib": ys[-1], "samples_count": len(kept)}
+
+
+def summarize(raw: dict) -> dict:
+    outcomes: dict[str, int] = {}
+    for request in raw["requests"]:
+        outcomes[request["outcome"]] = outcomes.get(request["outcome"], 0) + 1
+    loads = [h["load_s"] for h in raw["hot_loads"]]
+    failed = sum(n for kind, n in outcomes.items() if kind.startswith("failed"))
+    memory = {key: slope_mib_per_min(raw["memory"], key) for key in ("rss_mib", "uss_mib")}
+    flat = all(m["ci95"] is not None and m["ci95"][0] <= 0 <= m["ci95"][1]
+               for m in memory.values())
+    distinct = sum(len({texts[i] for texts in raw["references"].values()})
+                   == len(raw["references"]) for i in range(len(next(iter(
+                       raw["references"].values())))))
+    return {"requests_count": len(raw["requests"]), "outcomes": outcomes,
+            "failed_count": failed, "misrouted_count": outcomes.get("misrouted", 0),
+            "prompts_telling_every_model_apart": distinct,
+            "hot_loads_count": len(loads),
+            "hot_load_ms_p50": _ms(percentile(loads, 50)),
+            "hot_load_ms_p99": _ms(percentile(loads, 99)), "memory": memory,
+            "meets_goal": failed == 0 and outcomes.get("misrouted", 0) == 0 and flat,
+            "memory_flat_within_noise": flat}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
+
+
+def markdown(result: dict) -> str:
+    s, settings, fp = result["summary"], result["settings"], result["fingerprint"]
+    hw = fp["hardware"]
+    lines = [
+        "# Adapter churn soak", "",
+        f"Measured: `benchmarks/soak.py --minutes {settings['minutes']:g}` at "
+        f"{fp.get('git_revision') or fp.get('thrifty_version')}, {result['date']}, on "
+        f"{hw['cpu_model']} ({hw['cpu_cores']} cores). {settings['base']} served by "
+        f"`thrifty serve` with the 4 demo adapters; {settings['clients']} streaming clients "
+        f"({settings['max_tokens']} tokens, greedy); one adapter unloaded and loaded back every "
+        f"{settings['churn_every_s']:g} s. Raw data: soak.json.", "",
+        f"Goal (0 failed, 0 misrouted, memory flat after warm-up): "
+        f"{'met' if s['meets_goal'] else 'NOT met'}.", "",
+        "| outcome | requests |", "|---|---:|",
+        *[f"| {kind} | {count} |" for kind, count in sorted(s["outcomes"].items())],
+        f"| all | {s['requests_count']} |", "",
+        f"Prompts whose completions tell all five models apart: "
+        f"{s['prompts_telling_every_model_apart']} of {settings['prompts_count']} "
+        "(a misrouted request is recognised on those).", "",
+        f"Hot loads: {s['hot_loads_count']}, p50 {s['hot_load_ms_p50']} ms, p99 "
+        f"{s['hot_load_ms_p99']} ms.", "",
+        "| server memory | after warm-up: first → last MiB | slope MiB/min [95% interval] |",
+        "|---|---|---|"]
+    for key, m in s["memory"].items():
+        if m["ci95"] is not None:
+            lines.append(f"| {key.removesuffix('_mib').upper()} | {m['first_mib']} → "
+                         f"{m['last_mib']} | {m['slope_mib_per_min']} [{m['ci95'][0]}, "
+                         f"{m['ci95'][1]}] |")
+    return "\n".join(lines) + "\n"
