@@ -17,8 +17,9 @@ warm-up (the first fifth) says whether churn leaks. Hot loads are timed.
 Goal: 0 failed and 0 misrouted requests, memory flat within noise after warm-up.
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--results DIR]
-Writes DIR/soak.json and soak.md (default benchmarks/results; the integration test runs one
-minute into a temporary folder).
+Writes DIR/NAME.json and NAME.md (default benchmarks/results/soak; the integration test runs
+one minute into a temporary folder). `--churn-every 0 --name soak_control` is the same traffic
+without churn, to tell churn's memory growth from the server's own.
 """
 
 import argparse
@@ -131,6 +132,8 @@ class Soak:
     # --- the churner and the sampler ---------------------------------------------------
 
     def churner(self) -> None:
+        if not self.churn_every_s:
+            return  # the control: the same traffic, no churn
         client = ServerClient(self.url)
         names = sorted(self.adapters)
         turn = 0
@@ -196,21 +199,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--churn-every", type=float, default=10.0, help="seconds")
+    parser.add_argument("--churn-every", type=float, default=10.0,
+                        help="seconds (0: no churn, the control run)")
+    parser.add_argument("--name", default="soak", help="the result files' name")
     parser.add_argument("--results", default=str(common.RESULTS))
     args = parser.parse_args()
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    raw = run(args.minutes * 60, args.clients, args.churn_every, results / "soak-work")
-    result = {"benchmark": "soak", "fingerprint": common.fingerprint(),
+    serve_logs = paths.home() / "work" / "soak" / f"{args.name}-serve"  # not committed
+    raw = run(args.minutes * 60, args.clients, args.churn_every, serve_logs)
+    result = {"benchmark": "soak", "name": args.name, "fingerprint": common.fingerprint(),
               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "settings": {"minutes": args.minutes, "clients": args.clients,
                            "churn_every_s": args.churn_every, "max_tokens": MAX_TOKENS,
                            "prompts_count": len(PROMPTS),
                            "base": "smollm2-135m W4A16_ASYM RTN"},
               "summary": soak_report.summarize(raw), **raw}
-    (results / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
-    (results / "soak.md").write_text(soak_report.markdown(result))
+    (results / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (results / f"{args.name}.md").write_text(soak_report.markdown(result))
     print(soak_report.markdown(result))
 
 

@@ -60,8 +60,10 @@ def markdown(result: dict) -> str:
         f"{fp.get('git_revision') or fp.get('thrifty_version')}, {result['date']}, on "
         f"{hw['cpu_model']} ({hw['cpu_cores']} cores). {settings['base']} served by "
         f"`thrifty serve` with the 4 demo adapters; {settings['clients']} streaming clients "
-        f"({settings['max_tokens']} tokens, greedy); one adapter unloaded and loaded back every "
-        f"{settings['churn_every_s']:g} s. Raw data: soak.json.", "",
+        f"({settings['max_tokens']} tokens, greedy); "
+        + (f"one adapter unloaded and loaded back every {settings['churn_every_s']:g} s"
+           if settings["churn_every_s"] else "no churn (the control run)")
+        + f". Raw data: {result['name']}.json.", "",
         f"Goal (0 failed, 0 misrouted, memory flat after warm-up): "
         f"{'met' if s['meets_goal'] else 'NOT met'}.", "",
         "| outcome | requests |", "|---|---:|",
