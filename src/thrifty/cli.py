@@ -114,7 +114,9 @@ def main() -> None:
     try:
         cli(prog_name="thrifty")
     except SystemExit as exc:
-        if processes.received:
+        # a command that was stopped by a signal, and did not end cleanly, exits 128 + signal;
+        # one that stops by design on SIGTERM (thrifty serve) keeps its 0
+        if processes.received and exc.code not in (0, None):
             raise SystemExit(processes.exit_code(1)) from None
         raise exc
 

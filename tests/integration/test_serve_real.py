@@ -252,18 +252,31 @@ def test_a_quantized_base_serves_the_adapters(demo, tmp_path):
         stop_serve(proc)
 
 
+def edited_default_model(folder: Path, **config_fields) -> Path:
+    """The default model's files linked into `folder`, its config.json edited."""
+    folder.mkdir()
+    source = models.prepared_dir(models.DEFAULT_MODEL)
+    for item in source.iterdir():
+        if item.name != "config.json":
+            (folder / item.name).symlink_to(item)
+    config = json.loads((source / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **config_fields}))
+    return folder
+
+
 def test_a_base_vllm_cannot_load_fails_with_the_cause(tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for item in models.prepared_dir(models.DEFAULT_MODEL).iterdir():
-        (broken / item.name).symlink_to(item)
-    (broken / "config.json").unlink()
-    config = json.loads((item.parent / "config.json").read_text())
-    config["architectures"] = ["NoSuchModelForCausalLM"]
-    (broken / "config.json").write_text(json.dumps(config))
+    # a model class vLLM does not have is refused before vLLM starts
+    unknown = edited_default_model(tmp_path / "unknown", architectures=["NoSuchModelForCausalLM"])
+    proc, info = start_serve(unknown, "--port", 0, log=tmp_path / "unknown.log")
+    proc.wait(timeout=300)
+    stderr = (tmp_path / "unknown.log").read_text()
+    assert info is None and proc.returncode == 1
+    assert "'NoSuchModelForCausalLM', which vLLM" in stderr and "Traceback" not in stderr
+    # weights that do not fit their config pass every file check and fail inside vLLM
+    broken = edited_default_model(tmp_path / "broken", hidden_size=64)
     proc, info = start_serve(broken, "--port", 0, log=tmp_path / "serve.log")
     proc.wait(timeout=300)
     stderr = (tmp_path / "serve.log").read_text()
     assert info is None and proc.returncode == 1
-    assert "vLLM's server exited" in stderr and "NoSuchModelForCausalLM" in stderr
+    assert "vLLM's server exited" in stderr
     assert "Traceback (most recent call last)" not in stderr.split("Last lines of the log")[0]

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+from safetensors_files import write_safetensors, write_tokenizer_stub
 
 from thrifty.assets import models
 from thrifty.compress import lm_eval_task
@@ -87,8 +88,10 @@ def test_a_local_user_task_runs_offline(measured):
 def test_a_model_the_engine_cannot_load_is_a_clear_error(tmp_path):
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
-    (broken / "model.safetensors").write_bytes(b"")
+    (broken / "config.json").write_text(json.dumps({
+        "model_type": "no_such_architecture", "architectures": ["NoSuchForCausalLM"]}))
+    write_safetensors(broken / "model.safetensors", {})  # valid, and empty
+    write_tokenizer_stub(broken)
     models.validate_folder(broken)  # what the CLI checks passes: only loading it fails
     params = {"models": [{"name": "broken-model", "path": str(broken)}],
               "tasks": [parse_task_specs(["mmlu:2"])[0].params()]}
