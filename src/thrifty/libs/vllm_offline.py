@@ -12,6 +12,7 @@ def offline_llm(model: str, max_model_len: int, eager: bool = True, seed: int = 
     """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM
+
     return LLM(model=model, max_model_len=max_model_len, seed=seed, enforce_eager=eager,
                trust_remote_code=False, max_logprobs=max_logprobs,
                tensor_parallel_size=tensor_parallel_size)
