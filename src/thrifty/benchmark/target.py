@@ -11,7 +11,7 @@ from pathlib import Path
 from thrifty.benchmark import run as runner
 from thrifty.benchmark import workload
 from thrifty.benchmark.memory import GpuPlacement, parse_startup_log
-from thrifty.core import hardware, jobs, processes
+from thrifty.core import hardware, processes
 from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import tail
 from thrifty.core.progress import stderr
@@ -123,7 +123,7 @@ class ServeProcess:
             try:
                 self.proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
-                jobs.stop_process_group(self.proc, grace_s=5.0)
+                processes.stop_process_group(self.proc, grace_s=5.0)
 
 
 class ServeFailed(ThriftyError):

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import traceback
@@ -158,7 +157,7 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
                     on_event(event)
             code = proc.wait()
         except BaseException:
-            stop_process_group(proc)
+            processes.stop_process_group(proc)
             raise
     if code != 0 and finished and result_file.is_file():
         # The task finished and wrote its result; the crash came in the interpreter's teardown
@@ -201,17 +200,3 @@ def likely_cause(log_file: Path) -> str | None:
         if match and not any(w in match.group(2) for w in WRAPPER_ERRORS):
             return f"{match.group(1)}: {match.group(2).strip()}"
     return None
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the worker and everything it started; SIGKILL what is left after a grace time."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass

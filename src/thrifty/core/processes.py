@@ -6,9 +6,9 @@ Three pieces, because no single one covers every way a process dies:
   when a CI timeout or a container stop sends SIGTERM;
 - every child gets a parent-death signal (`spawn_options`): when the CLI is killed with
   SIGKILL, the kernel sends SIGTERM to its direct children;
-- an engine worker watches its parent (`watch_parent`) and, once orphaned, ends its whole
-  process group (vLLM's EngineCore and workers, a launcher's ranks) before it exits. A thread
-  does this rather than a signal handler: Python runs handlers only between bytecodes, and a
+- an engine worker handles SIGTERM and watches its parent (`watch_parent`): on either it ends
+  its whole process group (vLLM's EngineCore and workers, a launcher's ranks) before it exits.
+  The watch is a thread because Python runs signal handlers only between bytecodes, and a
   worker can sit in one long torch call for minutes.
 Standard library only: engine workers import this module.
 """
@@ -80,6 +80,20 @@ def run_child(command: list[str], grace_s: float = 60.0, **options) -> subproces
                 proc.wait()
         raise
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the worker and everything it started; SIGKILL what is left after a grace time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 # --- CLI side ----------------------------------------------------------------------------
@@ -159,17 +173,20 @@ def group_members(pgid: int) -> list[int]:
 
 
 def _proc_stats() -> Iterator[tuple[int, str, int]]:
-    """(pid, state, process group) of every process; fields follow the command name, which
-    may itself hold spaces and parentheses, hence the split at the last ')'."""
+    """(pid, state, process group) of every process."""
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        yield int(entry), fields[0], int(fields[2])
+        if entry.isdigit() and (fields := _stat_fields(int(entry))):
+            yield int(entry), fields[0], int(fields[2])
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (state, parent, process group, ...); the name may
+    itself hold spaces and parentheses, hence the split at the last ')'. None: no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def is_alive(pid: int) -> bool:
@@ -180,8 +197,5 @@ def is_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] != "Z"  # no /proc entry to read: trust os.kill

@@ -201,7 +201,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            jobs.stop_process_group(self.proc, grace_s=20.0)
+            processes.stop_process_group(self.proc, grace_s=20.0)
 
 
 def base_label(ref: ModelRef) -> str:
