@@ -36,7 +36,7 @@ import soak_report
 
 from thrifty.benchmark.target import ServeProcess
 from thrifty.core import paths
-from thrifty.formats.openai_api import ServerClient, StreamConnection
+from thrifty.formats.openai_api import ServerClient, ServerError, StreamConnection
 from thrifty.serve import demo_adapters
 
 MODEL = "smollm2-135m"
@@ -82,6 +82,7 @@ class Soak:
         self.requests: list[dict] = []
         self.out_windows: dict[str, list[list]] = {}  # adapter -> [[unloading at, back at]]
         self.hot_loads: list[dict] = []
+        self.churn_errors: list[dict] = []
         self.memory: list[dict] = []
 
     def now(self) -> float:
@@ -143,24 +144,41 @@ class Soak:
                 return
             name = names[turn % len(names)]
             turn += 1
-            window = [self.now(), None]
-            with self.lock:
-                self.out_windows.setdefault(name, []).append(window)
+            try:
+                self.churn(client, name)
+            except ServerError as exc:  # a failed unload or load fails the soak, named
+                with self.lock:
+                    self.churn_errors.append({"adapter": name, "at_s": round(self.now(), 3),
+                                              "error": str(exc)})
+
+    def churn(self, client: ServerClient, name: str) -> None:
+        """Unload `name`, wait, load it back; its out-window closes even if the load fails, so
+        later 404s for it count as failures, not as expected."""
+        window = [self.now(), None]
+        with self.lock:
+            self.out_windows.setdefault(name, []).append(window)
+        try:
             client.unload_adapter(name)
             time.sleep(1.0)  # requests for it meanwhile get HTTP 404
             started = time.monotonic()
             client.load_adapter(name, str(self.adapters[name]))
             load_s = time.monotonic() - started
             with self.lock:
-                window[1] = self.now()
                 self.hot_loads.append({"adapter": name, "at_s": round(self.now(), 3),
                                        "load_s": round(load_s, 4)})
+        finally:
+            with self.lock:
+                window[1] = self.now()
 
     def sampler(self) -> None:
         server = psutil.Process(self.server_pid)
         while self.running():
             rss = uss = 0
-            for process in [server, *server.children(recursive=True)]:
+            try:
+                tree = [server, *server.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return  # the server is gone: the clients count what that does
+            for process in tree:
                 try:
                     info = process.memory_full_info()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -191,6 +209,7 @@ def run(seconds: float, clients: int, churn_every_s: float, workdir: Path) -> di
     finally:
         process.stop()
     return {"references": refs, "requests": soak.requests, "hot_loads": soak.hot_loads,
+            "churn_errors": soak.churn_errors,
             "memory": soak.memory, "server": {k: ready[k] for k in ("base", "flags")
                                               if k in ready}}
 

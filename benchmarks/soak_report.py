@@ -41,9 +41,11 @@ def summarize(raw: dict) -> dict:
             "failed_count": failed, "misrouted_count": outcomes.get("misrouted", 0),
             "prompts_telling_every_model_apart": distinct,
             "hot_loads_count": len(loads),
+            "churn_errors_count": len(raw.get("churn_errors", [])),
             "hot_load_ms_p50": _ms(percentile(loads, 50)),
             "hot_load_ms_p99": _ms(percentile(loads, 99)), "memory": memory,
-            "meets_goal": failed == 0 and outcomes.get("misrouted", 0) == 0 and flat,
+            "meets_goal": (failed == 0 and outcomes.get("misrouted", 0) == 0 and flat
+                           and not raw.get("churn_errors")),
             "memory_flat_within_noise": flat}
 
 
@@ -73,7 +75,8 @@ def markdown(result: dict) -> str:
         f"{s['prompts_telling_every_model_apart']} of {settings['prompts_count']} "
         "(a misrouted request is recognised on those).", "",
         f"Hot loads: {s['hot_loads_count']}, p50 {s['hot_load_ms_p50']} ms, p99 "
-        f"{s['hot_load_ms_p99']} ms.", "",
+        f"{s['hot_load_ms_p99']} ms; failed unloads or loads: "
+        f"{s.get('churn_errors_count', 0)}.", "",
         "| server memory | after warm-up: first → last MiB | slope MiB/min [95% interval] |",
         "|---|---|---|"]
     for key, m in s["memory"].items():

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from safetensors_files import LLAMA, make_adapter, make_base, make_model_folder
 
 from thrifty.cli import cli
+from thrifty.core import hardware
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def model_files(*remove: str, add: dict[str, bytes] | None = None) -> Callable[[
 def adapter_case(**fields) -> Callable[[Path], list]:
     def build(folder: Path) -> list:
         base = make_base(folder / "base")
-        spec = fields.pop("spec", LLAMA)
-        adapter = make_adapter(folder / "adapter", spec=spec, **fields)
+        extra = dict(fields)  # the case may be built more than once
+        spec = extra.pop("spec", LLAMA)
+        adapter = make_adapter(folder / "adapter", spec=spec, **extra)
         return ["quantize", base, "--adapter", adapter, "--out", folder / "out"]
     return build
 
@@ -206,7 +208,7 @@ COMMAND_CASES = [
         "200", "--max-model-len", "2048"], "needs 4200 tokens"),
     Case("cost", "an unknown GPU (with a did-you-mean)", lambda f: [
         "cost", "plan", "smollm2-135m", "--requests-per-day", "1000", "--gpu", "h1000"],
-        "h100"),
+        "Did you mean 'h100'"),
     Case("cost", "a --catalog file that is not TOML", catalog_file("[[gpu]\n"), "gpus.toml"),
     Case("plan", "an unknown variant (with a did-you-mean)", plan_with("--variants", "w4a16-gptx"),
          "w4a16-gptq"),
@@ -214,10 +216,11 @@ COMMAND_CASES = [
         "--quality-floor", "accuracy=90"), "--quality-floor"),
     Case("plan", "a hub id instead of a local model", lambda f: [
         "plan", "org/model", "--requests-per-day", "1000", "--slo", "ttft_ms=500",
-        "--out", f / "plan"], "org/model"),
+        "--out", f / "plan"], "thrifty plan needs a local model: org/model is a hub id"),
     Case("distill", "a derived student keeping more layers than the teacher has", lambda f: [
         "distill", "--teacher", model(f, num_hidden_layers=4), "--student-from-teacher",
-        "--keep-layers", "8", "--out", f / "d"], "8"),
+        "--keep-layers", "8", "--out", f / "d"],
+        "--keep-layers 8 is not fewer than the 4 layers"),
     Case("distill", "both --student and --student-from-teacher", lambda f: [
         "distill", "--teacher", model(f), "--student", model(f, "s"), "--student-from-teacher",
         "--keep-layers", "2", "--out", f / "d"], "not both"),
@@ -232,22 +235,33 @@ def cases() -> list[Case]:
 
 @contextmanager
 def sandbox(folder: Path):
-    """THRIFTY_HOME and the run records under `folder`, engines that fail at once."""
+    """THRIFTY_HOME and the run records under `folder`, engines that fail at once, and no GPU
+    in sight (nvidia-smi off the PATH), so every message reads the same on every machine."""
     saved = dict(os.environ)
-    os.environ.update({"THRIFTY_HOME": str(folder / ".home"), "THRIFTY_RUNS": str(folder / ".runs"),
-                       "THRIFTY_VLLM_PYTHON": "/bin/false",
+    path = [d for d in saved.get("PATH", "").split(os.pathsep)
+            if not (Path(d) / "nvidia-smi").exists()]
+    os.environ.update({"THRIFTY_HOME": str(folder / SANDBOX_HOME),
+                       "THRIFTY_RUNS": str(folder / SANDBOX_RUNS),
+                       "THRIFTY_VLLM_PYTHON": "/bin/false", "PATH": os.pathsep.join(path),
                        "THRIFTY_COMPRESS_PYTHON": "/bin/false", "HF_HUB_OFFLINE": "1"})
     os.environ.pop("THRIFTY_DEBUG", None)
+    hardware.gpus.cache_clear()
     try:
         yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        hardware.gpus.cache_clear()
+
+
+SANDBOX_HOME, SANDBOX_RUNS = ".home", ".runs"
 
 
 def files_under(folder: Path) -> set[str]:
+    """Everything under `folder` but the sandbox's home and run records (a `.NAME.partial-PID`
+    left beside an output counts)."""
     return {str(p.relative_to(folder)) for p in folder.rglob("*")
-            if not p.relative_to(folder).parts[0].startswith(".")}
+            if p.relative_to(folder).parts[0] not in (SANDBOX_HOME, SANDBOX_RUNS)}
 
 
 def run(case: Case, folder: Path) -> dict:

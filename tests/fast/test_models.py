@@ -99,3 +99,11 @@ def test_models_list(run_cli, isolated_home):
     assert result.exit_code == 0
     rows = json.loads(result.output)
     assert rows[0]["name"] == "smollm2-135m" and rows[0]["state"] == "not prepared"
+
+
+@pytest.mark.parametrize("tokenizer", ["spiece.model", "qwen.tiktoken", "tekken.json"])
+def test_tokenizers_other_than_tokenizer_json_are_accepted(tmp_path, tokenizer):
+    folder = make_folder(tmp_path, "model.safetensors")
+    (folder / "tokenizer.json").unlink()
+    (folder / tokenizer).write_bytes(b"x")
+    assert models.resolve(str(folder)).kind == "local"

@@ -213,3 +213,18 @@ def test_http_errors_and_missing_servers():
         port = spare.getsockname()[1]
     with pytest.raises(ServerError, match="No server answers"):
         ServerClient(f"http://127.0.0.1:{port}").stream("x", "hi", max_tokens=1)
+
+
+def test_connection_failures_are_told_apart_by_kind():
+    import errno
+    import socket
+
+    from thrifty.formats import openai_api
+
+    assert openai_api.connection_kind(ConnectionRefusedError()) == openai_api.REFUSED
+    assert openai_api.connection_kind(socket.gaierror(-2, "Name or service not known")) == (
+        openai_api.UNREACHABLE)
+    assert openai_api.connection_kind(OSError(errno.EHOSTUNREACH, "No route to host")) == (
+        openai_api.UNREACHABLE)
+    assert openai_api.connection_kind(TimeoutError()) == openai_api.STALLED
+    assert openai_api.connection_kind(ConnectionResetError()) == openai_api.DROPPED

@@ -211,3 +211,70 @@ def test_a_full_disk_removes_the_partial_output_and_says_how_much_was_written(tm
     assert "MiB were written before it ran out" in message
     assert "partial output was removed" in message
     assert listing == "[]"  # no partial folder, no output
+
+
+CRASHING_WORKER = textwrap.dedent('''
+    import json, os, subprocess, sys, time
+    from thrifty.core.jobs import worker_main
+
+    def work(params, events):
+        kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        with open(params["pids"], "w") as out:
+            json.dump({"kid": kid.pid}, out)
+        os._exit(1)  # as an OOM kill or a segfault would end it: no cleanup of its own
+
+    if __name__ == "__main__":
+        worker_main({"work": work})
+''')
+
+
+def test_a_worker_that_dies_by_itself_leaves_none_of_its_children(tmp_path, isolated_home):
+    from thrifty.core import jobs
+    from thrifty.core.errors import WorkerFailed
+
+    (tmp_path / "crashing_worker.py").write_text(CRASHING_WORKER)
+    with pytest.raises(WorkerFailed):
+        jobs.run_job(sys.executable, "crashing_worker", "work",
+                     {"pids": str(tmp_path / "pids.json")}, tmp_path / "job",
+                     env={"PYTHONPATH": str(tmp_path)})
+    kid = json.loads((tmp_path / "pids.json").read_text())["kid"]
+    assert wait_gone([kid], timeout_s=10) == []
+
+
+def signalled_driver(tmp_path, cleanup_s: float, ignore_hup: bool = False) -> subprocess.Popen:
+    """A CLI-like process whose cleanup after Terminated takes `cleanup_s`, then writes a mark."""
+    script = textwrap.dedent(f'''
+        import signal, sys, time, pathlib
+        from thrifty.core import processes
+        processes.exit_on_termination()
+        print("ready", flush=True)
+        try:
+            time.sleep(600)
+        except KeyboardInterrupt:
+            time.sleep({cleanup_s})
+            pathlib.Path({str(tmp_path / "cleaned")!r}).write_text("x")
+            sys.exit(processes.exit_code(1))
+    ''')
+    hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_hup else None
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=hup)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_second_signal_does_not_break_off_the_cleanup(tmp_path):
+    proc = signalled_driver(tmp_path, cleanup_s=1.0)
+    proc.terminate()
+    time.sleep(0.3)
+    proc.terminate()  # as a CI runner sends SIGINT, then SIGTERM a few seconds later
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert (tmp_path / "cleaned").read_text() == "x"
+
+
+def test_an_ignored_sighup_stays_ignored_as_under_nohup(tmp_path):
+    proc = signalled_driver(tmp_path, cleanup_s=0.0, ignore_hup=True)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert proc.poll() is None  # the terminal went away; the run goes on
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM

@@ -24,5 +24,6 @@ def test_a_minute_of_adapter_churn_fails_and_misroutes_nothing(tmp_path):
     assert summary["outcomes"].get("correct", 0) >= 20
     assert summary["prompts_telling_every_model_apart"] >= 1  # misrouting would show
     assert summary["hot_loads_count"] >= 4 and summary["hot_load_ms_p50"] > 0
+    assert summary["churn_errors_count"] == 0
     assert len(result["memory"]) >= 20  # sampled every 2 s
     assert "Adapter churn soak" in (tmp_path / "soak.md").read_text()

@@ -13,8 +13,10 @@ from thrifty.core.errors import BadInput
 from thrifty.formats.safetensors_file import check_safetensors
 
 INDEX = "model.safetensors.index.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
-                   "tiktoken.model")
+# tokenizer.json (fast tokenizers), *.model (SentencePiece: tokenizer.model, spiece.model),
+# vocab files, tiktoken files, Mistral's tekken.json
+TOKENIZER_FILES = ("tokenizer.json", "*.model", "vocab.json", "vocab.txt", "*.tiktoken",
+                   "tekken.json")
 
 
 def check_config(folder: Path) -> dict:
@@ -44,7 +46,7 @@ def check_config(folder: Path) -> dict:
 
 
 def check_tokenizer(folder: Path) -> None:
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if not any(path.is_file() for name in TOKENIZER_FILES for path in folder.glob(name)):
         raise BadInput(f"The model folder {folder} has no tokenizer files (one of "
                        f"{', '.join(TOKENIZER_FILES)}); thrifty and vLLM read the tokenizer "
                        "from the model folder. Save it there with "

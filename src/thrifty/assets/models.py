@@ -54,7 +54,7 @@ def resolve(ref: str, allow_pickle: bool = False) -> ModelRef:
     if path.exists():
         validate_folder(path, allow_pickle)
         return ModelRef("local", ref, str(path.resolve()))
-    if HUB_ID.match(ref) and not ref.startswith("."):
+    if looks_like_hub_id(ref):
         check_hub_reachable(ref)
         return ModelRef("hub", ref, ref)
     raise BadInput(
@@ -62,6 +62,12 @@ def resolve(ref: str, allow_pickle: bool = False) -> ModelRef:
         f"not an existing folder, and not a hub id of the form org/name. Check the path "
         f"(it is taken relative to {Path.cwd()}), or run `thrifty models list`."
     )
+
+
+def looks_like_hub_id(ref: str) -> bool:
+    """org/name that is neither a built-in model nor an existing path."""
+    return (ref not in builtin_models() and not Path(ref).expanduser().exists()
+            and bool(HUB_ID.match(ref)) and not ref.startswith("."))
 
 
 def validate_folder(path: Path, allow_pickle: bool = False) -> None:

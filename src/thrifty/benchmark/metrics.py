@@ -125,8 +125,8 @@ def errors_by_kind(records: list[RequestRecord]) -> dict[str, dict]:
 
 
 def error_timeline(records: list[RequestRecord], bins: int = 60) -> dict:
-    """Failed requests per kind in equal time bins over the whole run (at most `bins`, whole
-    seconds wide), for the report's errors-over-time chart."""
+    """Failed requests per kind in equal time bins over the whole run (about `bins` of them,
+    whole seconds wide), for the report's errors-over-time chart."""
     failed = [r for r in records if not r.ok]
     if not failed:
         return {"bin_s": None, "counts": {}}

@@ -72,10 +72,11 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
     try:
         yield tmp
     except BaseException as exc:
-        written = folder_size_bytes(tmp) if tmp.is_dir() else 0
+        full = is_disk_full(exc)
+        written = folder_size_bytes(tmp) if full and tmp.is_dir() else 0
         shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(exc):
-            raise disk_full(final, written) from None
+        if full:
+            raise disk_full(final, written) from exc
         raise
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -86,8 +87,8 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
         os.replace(tmp, final)
 
 
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -159,6 +159,8 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
         except BaseException:
             processes.stop_process_group(proc)
             raise
+        # a worker that died by itself (OOM kill, crash) leaves its children (EngineCore) behind
+        processes.end_group(proc.pid, grace_s=5.0)
     if code != 0 and finished and result_file.is_file():
         # The task finished and wrote its result; the crash came in the interpreter's teardown
         # (vLLM's engine threads can abort there: "terminate called without an active

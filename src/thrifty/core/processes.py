@@ -112,13 +112,25 @@ received: list[int] = []  # the termination signals this process got, for its ex
 
 def _raise_terminated(signum: int, frame) -> None:
     received.append(signum)
+    for handled in _handled:  # a second signal must not break off the cleanup this one starts
+        signal.signal(handled, _record_only)
     raise Terminated(signum)
 
 
+def _record_only(signum: int, frame) -> None:
+    received.append(signum)
+
+
+_handled: list[int] = []
+
+
 def exit_on_termination() -> None:
-    """In the CLI's main thread: SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt)."""
+    """In the CLI's main thread: SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt).
+    A signal already ignored stays ignored (SIGHUP under `nohup`)."""
     for signum in TERMINATION_SIGNALS:
-        signal.signal(signum, _raise_terminated)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise_terminated)
+            _handled.append(signum)
 
 
 def exit_code(default: int) -> int:
@@ -133,16 +145,19 @@ def watch_parent(grace_s: float = 5.0) -> None:
     """In an engine worker (main thread): once its parent is gone, or on SIGTERM (the
     parent-death signal, or the CLI stopping the job), end the worker's process group and exit.
 
-    Without the handler SIGTERM would kill the worker at once and orphan its children.
+    Without the handler SIGTERM would kill the worker at once and orphan its children. A rank
+    under a launcher (torchrun) leads no group: it ends alone, and the launcher ends the rest.
     """
     parent, worker = os.getppid(), os.getpid()
+    leads_group = os.getpgrp() == worker  # not under a launcher, whose group is its own
 
     def end(*_) -> None:
         if os.getpid() != worker:  # a forked child (an engine process) inherited the handler
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        end_group(os.getpgrp(), grace_s)
+        if leads_group:
+            end_group(worker, grace_s)
         os._exit(128 + signal.SIGTERM)
 
     def watch() -> None:

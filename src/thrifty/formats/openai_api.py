@@ -5,6 +5,7 @@ streamed, for time to first token), the server's readiness, and the one streamin
 and server-sent-events parser that the load generator (thrifty.benchmark.loadgen) uses too.
 """
 
+import errno
 import http.client
 import json
 import socket
@@ -168,6 +169,7 @@ READ_SIZE = 65536  # one read takes whatever has arrived, usually one event (one
 # Why a streamed request failed, in a few kinds a report can count and place in time (the
 # message keeps the detail). An HTTP error is its own kind: "HTTP 429", "HTTP 503", ...
 REFUSED = "refused (no server listening)"
+UNREACHABLE = "unreachable (name, route or TLS failed before the request)"
 STALLED = "stalled (no bytes within the timeout)"
 DROPPED = "dropped (connection closed mid-stream)"
 ERROR_EVENT = "error event in the stream"
@@ -182,6 +184,9 @@ def http_kind(status: int) -> str:
 def connection_kind(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return REFUSED
+    if isinstance(exc, socket.gaierror | ssl.SSLError) or getattr(exc, "errno", None) in (
+            errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return UNREACHABLE
     if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
         return STALLED
     return DROPPED

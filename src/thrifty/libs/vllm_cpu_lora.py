@@ -13,6 +13,7 @@ vLLM applies it in every process it starts, forked or spawned.
 """
 
 import functools
+import logging
 
 PATCHED = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
 
@@ -22,7 +23,12 @@ def install() -> bool:
     try:
         import vllm.lora.ops.torch_ops.lora_ops as ops
         import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
-    except ImportError:
+    except Exception:  # vLLM runs plugins without a try: failing here would stop vLLM
+        return False
+    if not all(hasattr(ops, name) for name in PATCHED):
+        logging.getLogger(__name__).warning(
+            "thrifty's CPU LoRA fix does not apply to this vLLM (its LoRA ops changed); "
+            "check that base-model requests beside adapter requests get the base's answer")
         return False
     for name in PATCHED:
         original = getattr(ops, name)

@@ -197,11 +197,11 @@ def _adapters(specs: tuple[str, ...]) -> dict[str, str]:
 
 def check_inputs(config: plan_config.PlanConfig) -> str:
     """Everything that can be checked before the first stage; the model's folder."""
-    ref = models.resolve(config.model)
-    architectures.check_vllm_serves(ref, "benchmarks and deploys every variant with vLLM")
-    if ref.kind == "hub":
+    if models.looks_like_hub_id(config.model):  # said before any attempt to reach the hub
         raise BadInput(f"thrifty plan needs a local model: {config.model} is a hub id. Download "
                        "it first (e.g. `hf download ...`) and give its folder.")
+    ref = models.resolve(config.model)
+    architectures.check_vllm_serves(ref, "benchmarks and deploys every variant with vLLM")
     if ref.kind == "builtin" and not models.is_prepared(config.model):
         run_thrifty(Stage("prepare model", ["models", "prepare", config.model]))
     for name, path in config.adapters.items():
