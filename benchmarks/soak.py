@@ -11,8 +11,9 @@ before the load started with every adapter loaded. A request is then
 - not loaded: HTTP 404 for an adapter the churner had unloaded at that moment (expected: the
   request must get a clear answer, not hang);
 - failed: anything else, by kind (refused, stalled, dropped, HTTP status).
-The server's memory (RSS and USS of its processes) is sampled every 2 s; its slope after the
-warm-up (the first fifth) says whether churn leaks. Hot loads are timed.
+The server's memory (RSS and USS of its processes) is sampled every 2 s, each by its own
+thread; its slope after the warm-up (the first fifth) says whether churn leaks. Hot loads are
+timed.
 
 Goal: 0 failed and 0 misrouted requests, memory flat within noise after warm-up.
 
@@ -83,7 +84,8 @@ class Soak:
         self.out_windows: dict[str, list[list]] = {}  # adapter -> [[unloading at, back at]]
         self.hot_loads: list[dict] = []
         self.churn_errors: list[dict] = []
-        self.memory: list[dict] = []
+        self.memory: list[dict] = []  # RSS samples
+        self.memory_uss: list[dict] = []
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -170,22 +172,26 @@ class Soak:
             with self.lock:
                 window[1] = self.now()
 
-    def sampler(self) -> None:
+    def sampler(self, series: str) -> None:
+        """Sample the server tree's RSS (`series` "rss", /proc/PID/statm: lock-free counters)
+        or USS ("uss", smaps_rollup: walks the page tables under the process's mmap lock, so it
+        can wait seconds on a busy engine). Two threads, so a slow USS read never thins RSS."""
         server = psutil.Process(self.server_pid)
         while self.running():
-            rss = uss = 0
+            reading, total = time.monotonic(), 0
             try:
                 tree = [server, *server.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return  # the server is gone: the clients count what that does
             for process in tree:
                 try:
-                    info = process.memory_full_info()
+                    total += (process.memory_info().rss if series == "rss"
+                              else process.memory_full_info().uss)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-                rss, uss = rss + info.rss, uss + info.uss
-            self.memory.append({"at_s": round(self.now(), 2), "rss_mib": round(rss / 2**20, 1),
-                                "uss_mib": round(uss / 2**20, 1)})
+            sample = {"at_s": round(self.now(), 2), f"{series}_mib": round(total / 2**20, 1),
+                      "read_s": round(time.monotonic() - reading, 3)}
+            (self.memory if series == "rss" else self.memory_uss).append(sample)
             time.sleep(2.0)
 
 
@@ -201,7 +207,8 @@ def run(seconds: float, clients: int, churn_every_s: float, workdir: Path) -> di
         refs = references(ServerClient(url), [base, *sorted(adapters)])
         soak = Soak(url, refs, adapters, ready["server_pid"], seconds, churn_every_s)
         threads = [threading.Thread(target=soak.client, args=(seed,)) for seed in range(clients)]
-        threads += [threading.Thread(target=soak.churner), threading.Thread(target=soak.sampler)]
+        threads += [threading.Thread(target=soak.churner)]
+        threads += [threading.Thread(target=soak.sampler, args=(s,)) for s in ("rss", "uss")]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -210,8 +217,8 @@ def run(seconds: float, clients: int, churn_every_s: float, workdir: Path) -> di
         process.stop()
     return {"references": refs, "requests": soak.requests, "hot_loads": soak.hot_loads,
             "churn_errors": soak.churn_errors,
-            "memory": soak.memory, "server": {k: ready[k] for k in ("base", "flags")
-                                              if k in ready}}
+            "memory": soak.memory, "memory_uss": soak.memory_uss,
+            "server": {k: ready[k] for k in ("base", "flags") if k in ready}}
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ def summarize(raw: dict) -> dict:
         outcomes[request["outcome"]] = outcomes.get(request["outcome"], 0) + 1
     loads = [h["load_s"] for h in raw["hot_loads"]]
     failed = sum(n for kind, n in outcomes.items() if kind.startswith("failed"))
-    memory = {key: slope_mib_per_min(raw["memory"], key) for key in ("rss_mib", "uss_mib")}
+    memory = {"rss_mib": slope_mib_per_min(raw["memory"], "rss_mib"),  # older files: one list
+              "uss_mib": slope_mib_per_min(raw.get("memory_uss", raw["memory"]), "uss_mib")}
     flat = all(m["ci95"] is not None and m["ci95"][0] <= 0 <= m["ci95"][1]
                for m in memory.values())
     distinct = sum(len({texts[i] for texts in raw["references"].values()})
@@ -77,11 +78,13 @@ def markdown(result: dict) -> str:
         f"Hot loads: {s['hot_loads_count']}, p50 {s['hot_load_ms_p50']} ms, p99 "
         f"{s['hot_load_ms_p99']} ms; failed unloads or loads: "
         f"{s.get('churn_errors_count', 0)}.", "",
-        "| server memory | after warm-up: first → last MiB | slope MiB/min [95% interval] |",
-        "|---|---|---|"]
+        "| server memory | samples after warm-up | first → last MiB "
+        "| slope MiB/min [95% interval] |",
+        "|---|---:|---|---|"]
     for key, m in s["memory"].items():
         if m["ci95"] is not None:
-            lines.append(f"| {key.removesuffix('_mib').upper()} | {m['first_mib']} → "
+            lines.append(f"| {key.removesuffix('_mib').upper()} | {m['samples_count']} | "
+                         f"{m['first_mib']} → "
                          f"{m['last_mib']} | {m['slope_mib_per_min']} [{m['ci95'][0]}, "
                          f"{m['ci95'][1]}] |")
     return "\n".join(lines) + "\n"

@@ -25,5 +25,8 @@ def test_a_minute_of_adapter_churn_fails_and_misroutes_nothing(tmp_path):
     assert summary["prompts_telling_every_model_apart"] >= 1  # misrouting would show
     assert summary["hot_loads_count"] >= 4 and summary["hot_load_ms_p50"] > 0
     assert summary["churn_errors_count"] == 0
-    assert len(result["memory"]) >= 20  # sampled every 2 s
+    assert len(result["memory"]) >= 20  # RSS sampled every 2 s
+    # USS reads wait on the engine's mmap lock (a CI machine once took 54 s for one): one
+    # sample shows the thread works; its pace is not the point of a minute's run
+    assert result["memory_uss"] and result["memory_uss"][0]["uss_mib"] > 0
     assert "Adapter churn soak" in (tmp_path / "soak.md").read_text()
