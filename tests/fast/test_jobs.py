@@ -94,9 +94,10 @@ def test_vllm_finds_thrifty_s_plugin_on_the_engine_path(isolated_home):
     folder = jobs.engine_pythonpath()
     found = [ep for dist in importlib.metadata.distributions(path=[folder])
              for ep in dist.entry_points if ep.group == "vllm.general_plugins"]
-    assert [ep.value for ep in found] == ["thrifty.libs.vllm_cpu_lora:install"]
-    module = Path(folder) / "thrifty" / "libs" / "vllm_cpu_lora.py"
-    assert "def install()" in module.read_text()
+    assert [ep.value for ep in found] == ["thrifty.libs.vllm_cpu_lora:install",
+                                          "thrifty.libs.vllm_lora_load:install"]
+    for name in ("vllm_cpu_lora", "vllm_lora_load"):
+        assert "def install()" in (Path(folder) / "thrifty" / "libs" / f"{name}.py").read_text()
 
 
 def test_worker_modules_import_without_cli_dependencies():

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from cli_helpers import thrifty, thrifty_json
-from interrupt_helpers import kill_and_check_nothing_left, start, wait_for
+from interrupt_helpers import kill_and_check_nothing_left, running, start, wait_for
 
 from thrifty.assets.models import DEFAULT_MODEL, prepared_dir
 from thrifty.core import engines, jobs
@@ -137,14 +137,19 @@ def test_offline_distillation_end_to_end(tmp_path):
     assert 0.5 < check["top_k_mass"] < 1.0
 
 
-def test_training_killed_with_sigkill_leaves_nothing_running_and_resumes(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-worker", "torchrun-ranks"])
+def test_training_killed_with_sigkill_leaves_nothing_running_and_resumes(tmp_path, processes):
+    """One worker leads its process group; under torchrun every rank watches its own parent
+    (the launcher), which the kill leaves to the parent-death signal."""
     out = tmp_path / "d"
     args = ["distill", "--teacher", DEFAULT_MODEL, "--student-from-teacher", "--keep-layers",
-            "2", "--teacher-signal", "online", "--steps", "16", "--save-steps", "4", "--out", out,
-            *SMALL]
+            "2", "--teacher-signal", "online", "--steps", "16", "--save-steps", "4",
+            "--processes", str(processes), "--out", out, *SMALL]
     proc = start(args, tmp_path / "first.log")
     wait_for(lambda: any((out / "checkpoints").glob("checkpoint-*/trainer_state.json")), proc)
-    kill_and_check_nothing_left(proc)  # the training worker and its launcher end with the CLI
+    if processes > 1:
+        assert running(proc, "torch.distributed.run")  # the launcher and its ranks are up
+    kill_and_check_nothing_left(proc)  # the training worker(s) and the launcher end with it
     assert not (out / "student").exists()
     complete = sorted(int(p.parent.name.split("-")[1])
                       for p in (out / "checkpoints").glob("checkpoint-*/trainer_state.json"))

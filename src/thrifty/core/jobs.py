@@ -103,7 +103,9 @@ def engine_pythonpath() -> str:
 # vLLM runs its "general plugins" in every process it starts (API server, engine core,
 # workers), however they are started; an entry point is how thrifty's fixes reach them all.
 PLUGINS = "thrifty_engine_plugins-1.0.dist-info"
-ENTRY_POINTS = "[vllm.general_plugins]\nthrifty_cpu_lora = thrifty.libs.vllm_cpu_lora:install\n"
+ENTRY_POINTS = ("[vllm.general_plugins]\n"
+                "thrifty_cpu_lora = thrifty.libs.vllm_cpu_lora:install\n"
+                "thrifty_lora_load = thrifty.libs.vllm_lora_load:install\n")
 
 
 def _write_plugin_entry_points(folder: Path) -> None:
