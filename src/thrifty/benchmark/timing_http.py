@@ -1,21 +1,54 @@
-"""The timing server's HTTP side on one asyncio event loop (aiohttp.web): its routes and the
-completion answers. An event loop, not a thread per connection, so that at 1,024 concurrent
-streams the server's own delays stay small beside the load generator's it exists to measure."""
+"""The timing server's HTTP side: the connection-tracking server and the request handler."""
 
-import asyncio
 import contextlib
 import json
+import socket
+import socketserver
+import threading
 import time
-import weakref
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 if TYPE_CHECKING:  # the server module imports this one; the names are for annotations only
     from thrifty.benchmark.timing_server import RequestTiming, TimingServer
 
+
+class TimingHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # idle keep-alive connections must not keep the process alive
+    request_queue_size = 1024  # hundreds of client workers may connect at once
+
+    def __init__(self, address: tuple[str, int], owner: "TimingServer"):
+        self.owner = owner
+        self.open_connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, TimingHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host name up (getfqdn), which can hang for
+        # seconds without DNS; nothing here needs it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request, client_address) -> None:
+        with self.connections_lock:
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self.connections_lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End idle keep-alive connections, so that their threads finish."""
+        with self.connections_lock:
+            connections = list(self.open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
 INJECTED_KINDS = {429: "TooManyRequestsError", 503: "ServiceUnavailableError"}
-OWNER = web.AppKey("owner", object)
 
 
 class _BadRequest(Exception):
@@ -54,170 +87,191 @@ def parse_completion(raw: bytes) -> dict:
     return body
 
 
-async def sleep_until(deadline: float) -> None:
+def sleep_until(deadline: float) -> None:
     wait = deadline - time.perf_counter()
     if wait > 0:
-        await asyncio.sleep(wait)
+        time.sleep(wait)
 
 
-def sse_event(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"
+def sse_chunk(payload: bytes) -> bytes:
+    """One server-sent event as one HTTP/1.1 chunk (written with a single send)."""
+    event = b"data: " + payload + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
 
 
-def error_response(status: int, message: str, kind: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "param": None,
-                                        "code": status}}, status=status)
+class TimingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the load generator reuses one per worker
+    disable_nagle_algorithm = True  # small chunks must leave at once, not ~40 ms later
+    server: TimingHTTPServer
 
+    def setup(self) -> None:
+        super().setup()
+        self.requests_on_connection = 0
+        self.arrived_s = 0.0
 
-def make_app(owner: "TimingServer") -> web.Application:
-    app = web.Application(middlewares=[_api_key_check], handler_args={"access_log": None})
-    app[OWNER] = owner
-    routes = Routes(owner)
-    app.router.add_get("/health", routes.health)
-    app.router.add_get("/v1/models", routes.models)
-    app.router.add_get("/metrics", routes.metrics)
-    app.router.add_get("/debug/timings", routes.timings)
-    app.router.add_post("/v1/completions", routes.completions)
-    app.router.add_post("/v1/completions/", routes.completions)
-    return app
+    def parse_request(self) -> bool:
+        # called as soon as the request line is read
+        self.arrived_s = time.perf_counter()
+        self.requests_on_connection += 1
+        return super().parse_request()
 
+    def log_message(self, format, *args) -> None:
+        pass  # a line per request would cost more than the delays being measured
 
-@web.middleware
-async def _api_key_check(request: web.Request, handler):
-    """vLLM's --api-key check: /v1 requests need the key as a bearer token; and its 404s."""
-    key = request.app[OWNER].api_key
-    if key and request.path.startswith("/v1") and (
-            request.headers.get("Authorization") != f"Bearer {key}"):
-        return web.json_response({"error": "Unauthorized"}, status=401)
-    try:
-        return await handler(request)
-    except web.HTTPNotFound:
-        return error_response(404, f"Not Found: {request.path}", "NotFoundError")
-    except web.HTTPMethodNotAllowed:
-        return error_response(405, "Method Not Allowed", "MethodNotAllowedError")
+    # --- routes ------------------------------------------------------------------------------
 
+    def refused(self, path: str) -> bool:
+        """vLLM's --api-key check: /v1 requests need the key as a bearer token."""
+        key = self.server.owner.api_key
+        if not key or not path.startswith("/v1"):
+            return False
+        if self.headers.get("Authorization") == f"Bearer {key}":
+            return False
+        self._send_json(401, {"error": "Unauthorized"})
+        return True
 
-class Routes:
-    def __init__(self, owner: "TimingServer"):
-        self.owner = owner
-        # requests seen per connection (1 = it paid the connect); transports end with it
-        self.served_on: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        path = self.path.split("?", 1)[0]
+        if self.refused(path):
+            return
+        if path == "/health":
+            self._send(200, b"", "text/plain")
+        elif path == "/v1/models":
+            self._send_json(200, owner.model_cards())
+        elif path == "/metrics":
+            self._send(200, owner.metrics_text().encode(), "text/plain; version=0.0.4")
+        elif path == "/debug/timings":
+            self._send_json(200, owner.timings_as_dicts())
+        else:
+            self._send_error(404, f"Not Found: {path}", "NotFoundError")
 
-    async def health(self, request: web.Request) -> web.Response:
-        return web.Response(status=200, content_type="text/plain")
-
-    async def models(self, request: web.Request) -> web.Response:
-        return web.json_response(self.owner.model_cards())
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.owner.metrics_text().encode(),
-                            headers={"Content-Type": "text/plain; version=0.0.4"})
-
-    async def timings(self, request: web.Request) -> web.Response:
-        return web.json_response(self.owner.timings_as_dicts())
-
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        arrived_s = time.perf_counter()  # the request line and headers are parsed
-        transport = request.transport
-        on_connection = self.served_on.get(transport, 0) + 1
-        if transport is not None:
-            self.served_on[transport] = on_connection
-        raw = await request.read()
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True  # the body's end is unknown
+            self._send_error(400, "Content-Length is not a number", "BadRequestError")
+            return
+        raw = self.rfile.read(length)
         body_read_s = time.perf_counter()
+        path = self.path.split("?", 1)[0]
+        if self.refused(path):
+            return
+        if path.rstrip("/") != "/v1/completions":
+            self._send_error(404, f"Not Found: {path}", "NotFoundError")
+            return
         try:
             body = parse_completion(raw)
         except _BadRequest as exc:
-            return error_response(400, str(exc), "BadRequestError")
+            self._send_error(400, str(exc), "BadRequestError")
+            return
+        self._complete(body, body_read_s)
+
+    # --- completions -------------------------------------------------------------------------
+
+    def _complete(self, body: dict, body_read_s: float) -> None:
+        owner = self.server.owner
         model = body.get("model")
-        if model not in self.owner.models:
-            return error_response(404, f"The model `{model}` does not exist.", "NotFoundError")
+        if model not in owner.models:
+            self._send_error(404, f"The model `{model}` does not exist.", "NotFoundError")
+            return
         prompt = body["prompt"] if isinstance(body["prompt"], str) else json.dumps(body["prompt"])
-        timing = self.owner.admit(model, prompt, body["prompt_tokens"], arrived_s, body_read_s,
-                                  on_connection, body.get("cache_salt"))
-        answer = Answer(self.owner, request, body, timing)
-        outcome = "client went away"  # unless the answer ends: the client closed its end
+        timing = owner.admit(model, prompt, body["prompt_tokens"], self.arrived_s, body_read_s,
+                             self.requests_on_connection, body.get("cache_salt"))
+        outcome = "client went away"
         try:
-            response, outcome = await answer.run()
-            return response
+            if status := owner.injected_status(timing):
+                timing.status = status
+                self._send_error(status, "injected failure", INJECTED_KINDS.get(
+                    status, "InternalServerError"))
+                outcome = "injected failure"
+            elif body.get("stream"):
+                outcome = self._stream(body, timing)
+            else:
+                outcome = self._answer(body, timing)
+        except OSError:
+            self.close_connection = True  # the client closed its end mid-answer
         finally:
-            self.owner.release(timing, outcome)
+            owner.release(timing, outcome)
 
-
-class Answer:
-    """One completion: an injected failure, a stream of chunks, or a plain JSON answer."""
-
-    def __init__(self, owner: "TimingServer", request: web.Request, body: dict,
-                 timing: "RequestTiming"):
-        self.owner, self.request, self.body, self.timing = owner, request, body, timing
-
-    async def run(self) -> tuple[web.StreamResponse, str]:
-        if status := self.owner.injected_status(self.timing):
-            self.timing.status = status
-            return error_response(status, "injected failure",
-                                  INJECTED_KINDS.get(status, "InternalServerError")), \
-                "injected failure"
-        if self.body.get("stream"):
-            return await self.stream()
-        return await self.plain()
-
-    def chunk_payload(self, index: int, max_tokens: int) -> bytes:
+    def _chunk_payload(self, timing: "RequestTiming", index: int, max_tokens: int) -> bytes:
         finish = "length" if index == max_tokens - 1 else None
         return json.dumps({
-            "id": f"cmpl-{self.timing.number}", "object": "text_completion", "created": 0,
-            "model": self.timing.model,
+            "id": f"cmpl-{timing.number}", "object": "text_completion", "created": 0,
+            "model": timing.model,
             "choices": [{"index": 0, "text": "x", "logprobs": None, "finish_reason": finish}],
         }).encode()
 
-    async def stream(self) -> tuple[web.StreamResponse, str]:
-        owner, timing, max_tokens = self.owner, self.timing, self.body["max_tokens"]
-        response = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        response.enable_chunked_encoding()
+    def _stream(self, body: dict, timing: "RequestTiming") -> str:
+        owner = self.server.owner
+        max_tokens = body["max_tokens"]
         # vLLM sends the headers before the first token, so the client parses them meanwhile
-        await response.prepare(self.request)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
         drop, stall = owner.drops(timing), owner.stalls(timing)
         for index in range(max_tokens):
             # deadlines from the body's arrival, so sleep overshoots do not add up
-            await sleep_until(timing.body_read_s + owner.ttft_s + index * owner.itl_s)
+            sleep_until(timing.body_read_s + owner.ttft_s + index * owner.itl_s)
             if drop and index == owner.drop_after_chunks:
-                return self.drop(response)
+                return self._drop()
             if stall and index == owner.drop_after_chunks:
-                await asyncio.sleep(owner.stall_s)  # headers sent, then nothing: a hung engine
+                time.sleep(owner.stall_s)  # headers sent, then nothing: a hung engine
                 stall = False
-            await response.write(sse_event(self.chunk_payload(index, max_tokens)))
+            self.wfile.write(sse_chunk(self._chunk_payload(timing, index, max_tokens)))
             if index == 0:
                 timing.first_chunk_s = time.perf_counter()
             owner.progress(timing)
         if drop:
-            return self.drop(response)  # drop_after_chunks >= max_tokens: no [DONE]
-        options = self.body.get("stream_options") or {}
+            return self._drop()  # drop_after_chunks >= max_tokens: every token, no [DONE]
+        options = body.get("stream_options") or {}
         if isinstance(options, dict) and options.get("include_usage"):
             usage = {"id": f"cmpl-{timing.number}", "object": "text_completion", "created": 0,
-                     "model": timing.model, "choices": [], "usage": _usage(self.body)}
-            await response.write(sse_event(json.dumps(usage).encode()))
-        # [DONE] and the final empty chunk in one write: a client that stops reading at
-        # [DONE] finds its connection clean and keeps it alive
-        await response.write_eof(sse_event(b"[DONE]"))
-        return response, "done"
+                     "model": timing.model, "choices": [], "usage": _usage(body)}
+            self.wfile.write(sse_chunk(json.dumps(usage).encode()))
+        self.wfile.write(sse_chunk(b"[DONE]") + b"0\r\n\r\n")
+        return "done"
 
-    def drop(self, response: web.StreamResponse) -> tuple[web.StreamResponse, str]:
+    def _drop(self) -> str:
         """Close the connection mid-stream, as a crashing server would: no [DONE], no final
         empty chunk."""
+        self.close_connection = True
         with contextlib.suppress(OSError):
-            self.request.transport.close()  # what was written is flushed first
-        return response, "dropped"
+            self.connection.shutdown(socket.SHUT_RDWR)
+        return "dropped"
 
-    async def plain(self) -> tuple[web.StreamResponse, str]:
-        owner, max_tokens = self.owner, self.body["max_tokens"]
-        await sleep_until(self.timing.body_read_s + owner.ttft_s + (max_tokens - 1) * owner.itl_s)
-        self.timing.chunks = max_tokens
-        return web.json_response({
-            "id": f"cmpl-{self.timing.number}", "object": "text_completion", "created": 0,
-            "model": self.timing.model,
+    def _answer(self, body: dict, timing: "RequestTiming") -> str:
+        owner = self.server.owner
+        max_tokens = body["max_tokens"]
+        sleep_until(timing.body_read_s + owner.ttft_s + (max_tokens - 1) * owner.itl_s)
+        timing.chunks = max_tokens
+        self._send_json(200, {
+            "id": f"cmpl-{timing.number}", "object": "text_completion", "created": 0,
+            "model": timing.model,
             "choices": [{"index": 0, "text": "x" * max_tokens, "logprobs": None,
                          "finish_reason": "length"}],
-            "usage": _usage(self.body),
-        }), "done"
+            "usage": _usage(body),
+        })
+        return "done"
+
+    # --- plain answers -----------------------------------------------------------------------
+
+    def _send(self, status: int, payload: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _send_json(self, status: int, body) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _send_error(self, status: int, message: str, kind: str) -> None:
+        self._send_json(status, {"error": {"message": message, "type": kind, "param": None,
+                                           "code": status}})
 
 
 def _usage(body: dict) -> dict:

@@ -14,27 +14,23 @@ with the `cache_salt` it carried (also `TimingServer.timings` in-process). With 
 every /v1 request must carry it as a bearer token (HTTP 401 otherwise), as with vLLM's
 --api-key.
 
-One asyncio event loop (aiohttp.web) serves every connection. In-process:
+Standard library only. In-process:
     with TimingServer(ttft_s=0.02, itl_s=0.005) as server: ... server.url ...
 or on its own (prints its URL):
     python -m thrifty.benchmark.timing_server --port 8000 --ttft-ms 20 --itl-ms 5
 """
 
 import argparse
-import asyncio
 import contextlib
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
 
-from aiohttp import web
-
-from thrifty.benchmark.timing_http import make_app
+from thrifty.benchmark.timing_http import TimingHTTPServer
 
 KV_BLOCK_TOKENS = 16  # vLLM's default block size; the KV usage metric counts whole blocks
 PROMPT_KEPT_CHARS = 200
-LISTEN_BACKLOG = 2048  # over a thousand client streams may connect at once
+SHUTDOWN_POLL_S = 0.05  # how often the serving loop checks for stop() (tests stop it often)
 
 
 @dataclass
@@ -56,8 +52,7 @@ class RequestTiming:
 
 
 class TimingServer:
-    """The server's configuration and state; `start()` serves it from a daemon thread's
-    event loop.
+    """The server's configuration and state; `start()` serves it from a daemon thread.
     models: the base model's name first, then adapter names (listed with the base as parent).
     fail_every / drop_every: 0 turns the failure off."""
 
@@ -84,56 +79,42 @@ class TimingServer:
         self._address = (host, port)
         self._lock = threading.Lock()
         self._held_tokens: dict[int, int] = {}  # in-flight request number -> tokens in its KV
-        self._socket: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Event | None = None
+        self._http: TimingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- life cycle ------------------------------------------------------------------------
 
     def bind(self) -> "TimingServer":
-        """Take the port now (so that `url` is known), serve later."""
-        if self._socket is None:
-            self._socket = socket.create_server(self._address, backlog=LISTEN_BACKLOG)
+        if self._http is None:
+            self._http = TimingHTTPServer(self._address, self)
         return self
 
-    async def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopped = asyncio.Event()
-        runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=1.0,
-                               handle_signals=False)
-        await runner.setup()
-        await web.SockSite(runner, self._socket).start()
-        ready.set()
-        try:
-            await self._stopped.wait()
-        finally:
-            await runner.cleanup()  # ends open streams (a stall included) and idle connections
-
     def start(self) -> "TimingServer":
-        """Serve from a daemon thread (in-process use)."""
         self.bind()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(ready),),
-                                        daemon=True, name="timing-server")
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True,
+                                        args=(SHUTDOWN_POLL_S,), name="timing-server")
         self._thread.start()
-        if not ready.wait(10.0):
-            raise RuntimeError("the timing server did not start within 10 s")
         return self
 
     def serve_forever(self) -> None:
         """Serve from the calling thread until interrupted (the command line's way)."""
         self.bind()
-        asyncio.run(self._serve(threading.Event()))
+        try:
+            self._http.serve_forever()
+        finally:
+            self._http.close_connections()
+            self._http.server_close()
 
     def stop(self) -> None:
+        if self._http is None:
+            return
         if self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._http.shutdown()
             self._thread.join(5.0)
             self._thread = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        self._http.close_connections()
+        self._http.server_close()
+        self._http = None
 
     def __enter__(self) -> "TimingServer":
         return self.start()
@@ -143,9 +124,9 @@ class TimingServer:
 
     @property
     def url(self) -> str:
-        if self._socket is None:
+        if self._http is None:
             raise RuntimeError("the timing server is not bound yet: call start() first")
-        host, port = self._socket.getsockname()[:2]
+        host, port = self._http.server_address[:2]
         return f"http://{host}:{port}"
 
     # --- state -------------------------------------------------------------------------------
