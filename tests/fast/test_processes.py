@@ -2,6 +2,7 @@
 the CLI gets SIGTERM or SIGKILL, and a partial output a killed run left is cleaned, not reused."""
 
 import contextlib
+import errno
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from thrifty.core import processes
+from thrifty.core.errors import BadInput, ThriftyError
 from thrifty.core.files import atomic_folder
 
 # A worker that starts two grandchildren, one of which ignores SIGTERM (as a stuck engine
@@ -185,32 +187,56 @@ DISK_FULL_WRITE = textwrap.dedent('''
     from pathlib import Path
     from thrifty.core.errors import BadInput
     from thrifty.core.files import atomic_folder
-    disk = Path(sys.argv[1])
+    disk, output = Path(sys.argv[1]), Path(sys.argv[2])
     try:
-        with atomic_folder(disk / "out") as tmp:
-            (tmp / "weights.bin").write_bytes(bytes(512 * 1024))
+        with atomic_folder(output / "out") as tmp:
+            (tmp / "config.json").write_text("{}")
+            # the weights into the output, or a cache file on the full disk beside it
+            target = tmp if output == disk else disk
+            (target / "weights.bin").write_bytes(bytes(512 * 1024))
     except BadInput as exc:
         print(exc)
-    print(sorted(p.name for p in disk.iterdir()))
+    print(sorted(p.name for p in output.iterdir()))
 ''')
 
 
-@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare for a private tmpfs")
-def test_a_full_disk_removes_the_partial_output_and_says_how_much_was_written(tmp_path):
-    """A real full disk: a 256 KiB tmpfs in a private mount namespace."""
+def write_on_a_full_disk(tmp_path, output) -> tuple:
+    """Run DISK_FULL_WRITE with a 256 KiB tmpfs at tmp_path/disk, in a private mount
+    namespace: (the disk, the error message, the output folder's listing)."""
     disk = tmp_path / "disk"
     disk.mkdir()
+    output = disk if output is None else output
     script = (f"mount -t tmpfs -o size=256k none {disk} && "
-              f"{sys.executable} -c {shlex.quote(DISK_FULL_WRITE)} {disk}")
+              f"{sys.executable} -c {shlex.quote(DISK_FULL_WRITE)} {disk} {output}")
     done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
                           capture_output=True, text=True, timeout=120)
     if "mount" in done.stderr and done.returncode != 0:
         pytest.skip(f"no private tmpfs here: {done.stderr.strip()}")
     message, listing = done.stdout.strip().splitlines()
+    return disk, message, listing
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare for a private tmpfs")
+def test_a_full_disk_removes_the_partial_output_and_says_how_much_was_written(tmp_path):
+    """A real full disk: a 256 KiB tmpfs in a private mount namespace."""
+    disk, message, listing = write_on_a_full_disk(tmp_path, None)
     assert f"The disk holding {disk} filled up while thrifty wrote out" in message
     assert "MiB were written before it ran out" in message
     assert "partial output was removed" in message
     assert listing == "[]"  # no partial folder, no output
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare for a private tmpfs")
+def test_a_full_disk_that_is_not_the_output_s_is_named(tmp_path):
+    """The output's disk has room; a cache on another (full) disk does not."""
+    output = tmp_path / "outputs"
+    output.mkdir()
+    disk, message, listing = write_on_a_full_disk(tmp_path, output)
+    # a failed write names no file: the output's disk has room, so it is another one
+    assert "Another disk filled up while thrifty made out" in message
+    assert f"not the output's disk ({output}," in message
+    assert "MiB were written" not in message  # the output's size says nothing here
+    assert listing == "[]"
 
 
 CRASHING_WORKER = textwrap.dedent('''
@@ -247,8 +273,8 @@ def signalled_driver(tmp_path, cleanup_s: float, ignore_hup: bool = False) -> su
         import signal, sys, time, pathlib
         from thrifty.core import processes
         processes.exit_on_termination()
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)  # inside: a signal may land before print returns
             time.sleep(600)
         except KeyboardInterrupt:
             time.sleep({cleanup_s})
@@ -278,3 +304,16 @@ def test_an_ignored_sighup_stays_ignored_as_under_nohup(tmp_path):
     assert proc.poll() is None  # the terminal went away; the run goes on
     proc.terminate()
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device", "/proc/thrifty-cache/blob"),
+    ThriftyError("the 'quantize' job crashed: OSError: [Errno 28] No space left on device: "
+                 "'/proc/thrifty-cache/blob'")], ids=["oserror", "engine-message"])
+def test_a_full_disk_named_by_the_error_is_the_one_reported(tmp_path, error):
+    """/proc stands for another filesystem than the output's."""
+    with pytest.raises(BadInput) as raised, atomic_folder(tmp_path / "out"):
+        raise error
+    assert "The disk holding /proc/thrifty-cache/blob filled up while thrifty made out" in str(
+        raised.value)
+    assert not list(tmp_path.iterdir())

@@ -128,16 +128,20 @@ def test_awq_then_gptq_with_the_importance_observer(tmp_path):
     assert weights["num_bits"] == 4 and weights["symmetric"] is False
 
 
-def test_an_architecture_vllm_does_not_serve_is_refused_before_quantizing(tmp_path):
-    """Even with --no-verify: the checkpoint would be written, and vLLM could not load it."""
-    folder = tmp_path / "renamed"
+def renamed_base(folder, architecture: str):
+    """The default model's files linked into `folder`, its config naming `architecture`."""
     folder.mkdir()
     for source in models.prepared_dir(BASE).iterdir():
         if source.name != "config.json":
             (folder / source.name).symlink_to(source)
     config = json.loads((models.prepared_dir(BASE) / "config.json").read_text())
-    config["architectures"] = ["LlamaForCausalLMM"]
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
+    return folder
+
+
+def test_an_architecture_vllm_does_not_serve_is_refused_before_quantizing(tmp_path):
+    """Even with --no-verify: the checkpoint would be written, and vLLM could not load it."""
+    folder = renamed_base(tmp_path / "renamed", "LlamaForCausalLMM")
     out = tmp_path / "out"
     done = thrifty("quantize", folder, "--method", "rtn", "--no-verify", "--out", out,
                    check=False)
@@ -145,3 +149,17 @@ def test_an_architecture_vllm_does_not_serve_is_refused_before_quantizing(tmp_pa
     assert "'LlamaForCausalLMM', which vLLM" in done.stderr
     assert "Close names it has: LlamaForCausalLM" in done.stderr
     assert not out.exists()
+
+
+def test_a_class_vllm_serves_through_its_transformers_backend_is_accepted(tmp_path):
+    """vLLM 0.32.0 has no MinistralForCausalLM of its own; transformers has, and vLLM serves it
+    with its Transformers backend (the weights are the default Llama model's: model_type
+    llama builds them). The check lets it through and says so; vLLM really serves it."""
+    folder = renamed_base(tmp_path / "ministral", "MinistralForCausalLM")
+    done = thrifty("bench", "latency", "--model", folder, "--batch-size", "1",
+                   "--input-tokens", "16", "--output-tokens", "4", "--iterations", "1",
+                   "--json", check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Transformers backend" in done.stderr
+    case = json.loads(done.stdout)["cases"][0]
+    assert case["latency_ms_p50"] > 0 and case["decode_step_ms_mean"] > 0

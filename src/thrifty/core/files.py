@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,7 +77,7 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
         written = folder_size_bytes(tmp) if full and tmp.is_dir() else 0
         shutil.rmtree(tmp, ignore_errors=True)
         if full:
-            raise disk_full(final, written) from exc
+            raise disk_full(final, written, full_path(exc)) from exc
         raise
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -98,8 +99,42 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, ThriftyError) and any(text in str(exc) for text in DISK_FULL_TEXT)
 
 
-def disk_full(final: Path, written: int) -> BadInput:
-    free = shutil.disk_usage(final.parent).free
+def full_path(exc: BaseException) -> Path | None:
+    """The file whose write found the disk full, when the error names it (an OSError's
+    filename, or the "No space left on device: 'PATH'" an engine job's message quotes)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return Path(os.fsdecode(exc.filename))
+    quoted = re.search(r"(?:No space left on device|Disk quota exceeded): '([^']+)'", str(exc))
+    return Path(quoted.group(1)) if quoted else None
+
+
+def device_of(path: Path) -> int | None:
+    """The filesystem of `path`, or of its nearest existing folder."""
+    for candidate in (path, *path.parents):
+        try:
+            return os.stat(candidate).st_dev
+        except OSError:
+            continue
+    return None
+
+
+ROOM_MIB = 64  # a disk with this much free after a "disk full" error is not the full one
+
+
+def disk_full(final: Path, written: int, where: Path | None = None) -> BadInput:
+    own_free = shutil.disk_usage(final.parent).free
+    elsewhere = (device_of(where) not in (None, device_of(final.parent)) if where is not None
+                 else own_free > ROOM_MIB * 2**20)  # an unnamed file: judge by the free space
+    if elsewhere:
+        # a cache, a temporary folder or an engine's files on another disk filled up
+        full = f"The disk holding {where}" if where is not None else "Another disk"
+        return BadInput(
+            f"{full} filled up while thrifty made {final.name}; it is not the output's disk "
+            f"({final.parent}, {own_free / 2**20:,.1f} MiB free). The partial output was "
+            "removed and nothing else was changed: free space where thrifty keeps its "
+            "caches and temporary files (THRIFTY_HOME, TMPDIR), or point those to a bigger "
+            "disk, and run the command again.")
+    free = own_free
     return BadInput(
         f"The disk holding {final.parent} filled up while thrifty wrote {final.name}: "
         f"{written / 2**20:,.1f} MiB were written before it ran out, so the output needs more "
