@@ -229,8 +229,18 @@ def main() -> None:
                         help="seconds (0: no churn, the control run)")
     parser.add_argument("--name", default="soak", help="the result files' name")
     parser.add_argument("--results", default=str(common.RESULTS))
+    parser.add_argument("--render-only", action="store_true",
+                        help="recompute the summary and NAME.md from the committed NAME.json")
     args = parser.parse_args()
     results = Path(args.results)
+    if args.render_only:
+        result = json.loads((results / f"{args.name}.json").read_text())
+        raw = {k: result[k] for k in ("requests", "hot_loads", "memory", "references")}
+        raw.update({k: result[k] for k in ("churn_errors", "memory_uss") if k in result})
+        result["summary"] = soak_report.summarize(raw)
+        (results / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (results / f"{args.name}.md").write_text(soak_report.markdown(result))
+        return
     results.mkdir(parents=True, exist_ok=True)
     serve_logs = paths.home() / "work" / "soak" / f"{args.name}-serve"  # not committed
     raw = run(args.minutes * 60, args.clients, args.churn_every, serve_logs)
