@@ -68,6 +68,25 @@ class DistillationTrainer(Trainer):
         self._parts["count"] += 1
         return (parts["loss"], outputs) if return_outputs else parts["loss"]
 
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """Resuming DDP on CPU: transformers maps the optimizer state to args.device, which is
+        `cpu:RANK` there, and torch.load knows no location "cpu:0" (transformers 5.17, torch
+        2.13): the resume died. Map it to plain "cpu" for the length of the call."""
+        if checkpoint is None or self.args.device.type != "cpu":
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        original = torch.load
+
+        def load_on_cpu(*args, map_location=None, **kwargs):
+            if isinstance(map_location, torch.device) and map_location.type == "cpu":
+                map_location = "cpu"
+            return original(*args, map_location=map_location, **kwargs)
+
+        torch.load = load_on_cpu
+        try:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        finally:
+            torch.load = original
+
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if self._parts["count"] and "loss" in logs:
             logs["ce"] = round(self._parts["ce"] / self._parts["count"], 4)
