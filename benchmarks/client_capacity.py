@@ -34,6 +34,7 @@ import common
 from thrifty.benchmark.loadgen import Job, LoadRun, Profile
 from thrifty.benchmark.metrics import RequestRecord, error_kinds
 from thrifty.benchmark.workload import Prompt
+from thrifty.core import processes
 from thrifty.core.stats import percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,7 +50,9 @@ QUICK = {"rates": (50, 200), "rate_seconds": 2.0, "ttft_requests": 40}
 def start_server(ttft_ms: float = TTFT_MS, itl_ms: float = ITL_MS) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "thrifty.benchmark.timing_server", "--port", "0",
                "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), "--model", MODEL]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # it dies with this script, however the script ends (a killed run left servers behind)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                               **processes.spawn_options(own_group=False))
     url = process.stdout.readline().strip()  # it prints its URL once it listens
     if not url.startswith("http://"):
         process.kill()
