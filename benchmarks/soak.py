@@ -79,6 +79,7 @@ class Soak:
         self.churn_every_s = churn_every_s
         self.started = time.monotonic()
         self.deadline = self.started + seconds
+        self.server_died_at_s: float | None = None
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.out_windows: dict[str, list[list]] = {}  # adapter -> [[unloading at, back at]]
@@ -181,8 +182,15 @@ class Soak:
             reading, total = time.monotonic(), 0
             try:
                 tree = [server, *server.children(recursive=True)]
+                alive = server.status() != psutil.STATUS_ZOMBIE
             except psutil.NoSuchProcess:
-                return  # the server is gone: the clients count what that does
+                alive = False
+            if not alive:  # the run ends: clients would only spin on refused connections
+                with self.lock:
+                    if self.server_died_at_s is None:
+                        self.server_died_at_s = round(self.now(), 2)
+                    self.deadline = min(self.deadline, time.monotonic())
+                return
             for process in tree:
                 try:
                     total += (process.memory_info().rss if series == "rss"
@@ -216,7 +224,7 @@ def run(seconds: float, clients: int, churn_every_s: float, workdir: Path) -> di
     finally:
         process.stop()
     return {"references": refs, "requests": soak.requests, "hot_loads": soak.hot_loads,
-            "churn_errors": soak.churn_errors,
+            "churn_errors": soak.churn_errors, "server_died_at_s": soak.server_died_at_s,
             "memory": soak.memory, "memory_uss": soak.memory_uss,
             "server": {k: ready[k] for k in ("base", "flags") if k in ready}}
 
@@ -236,7 +244,8 @@ def main() -> None:
     if args.render_only:
         result = json.loads((results / f"{args.name}.json").read_text())
         raw = {k: result[k] for k in ("requests", "hot_loads", "memory", "references")}
-        raw.update({k: result[k] for k in ("churn_errors", "memory_uss") if k in result})
+        raw.update({k: result[k] for k in ("churn_errors", "memory_uss", "server_died_at_s")
+                    if k in result})
         result["summary"] = soak_report.summarize(raw)
         (results / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (results / f"{args.name}.md").write_text(soak_report.markdown(result))

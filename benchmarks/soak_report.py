@@ -49,8 +49,9 @@ def summarize(raw: dict) -> dict:
             "hot_load_ms_p50": _ms(percentile(loads, 50)),
             "hot_load_ms_p99": _ms(percentile(loads, 99)), "memory": memory,
             "memory_second_half": second_half,
+            "server_died_at_s": raw.get("server_died_at_s"),
             "meets_goal": (failed == 0 and outcomes.get("misrouted", 0) == 0 and flat
-                           and not raw.get("churn_errors")),
+                           and not raw.get("churn_errors") and not raw.get("server_died_at_s")),
             "memory_flat_within_noise": flat}
 
 
@@ -72,7 +73,9 @@ def markdown(result: dict) -> str:
            if settings["churn_every_s"] else "no churn (the control run)")
         + f". Raw data: {result['name']}.json.", "",
         f"Goal (0 failed, 0 misrouted, memory flat after warm-up): "
-        f"{'met' if s['meets_goal'] else 'NOT met'}.", "",
+        f"{'met' if s['meets_goal'] else 'NOT met'}."
+        + (f" **The server died {s['server_died_at_s']:g} s into the run**, which ended the "
+           "run there (its log names the cause)." if s.get("server_died_at_s") else ""), "",
         "| outcome | requests |", "|---|---:|",
         *[f"| {kind} | {count} |" for kind, count in sorted(s["outcomes"].items())],
         f"| all | {s['requests_count']} |", "",

@@ -110,3 +110,25 @@ def test_worker_modules_import_without_cli_dependencies():
             "for task in tasks.all_tasks(): importlib.import_module(task.module)\n"
             "import thrifty.libs.vllm_server, thrifty.distill.prepare\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_likely_cause_is_an_exception_line_not_a_warning_that_quotes_one(tmp_path):
+    """Lines as vLLM 0.32.0 wrote them when its engine died under adapter churn."""
+    log = tmp_path / "vllm-server.log"
+    log.write_text(
+        "(APIServer pid=1) WARNING 12-03 14:19:15 [system_utils.py:255] Found ulimit of 20000 "
+        "and failed to automatically increase with error current limit exceeds maximum limit. "
+        "This can cause fd limit errors like `OSError: [Errno 24] Too many open files`. "
+        "Consider increasing with ulimit -n\n"
+        "(Worker pid=2) ERROR 12-03 14:25:34 [multiproc_executor.py:1063] Traceback (most "
+        "recent call last):\n"
+        "(Worker pid=2) ERROR 12-03 14:25:34 [multiproc_executor.py:1063] KeyError: "
+        "np.int64(74)\n"
+        "(EngineCore pid=3) ERROR 12-03 14:25:34 [core.py:1512] RuntimeError: Worker failed "
+        "with error 'np.int64(74)', please check the stack trace above for the root cause\n")
+    assert jobs.likely_cause(log) == "KeyError: np.int64(74)"
+    plain = tmp_path / "job.log"
+    plain.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                     "safetensors_rust.SafetensorError: Error while deserializing header\n")
+    assert jobs.likely_cause(plain) == ("safetensors_rust.SafetensorError: Error while "
+                                        "deserializing header")
