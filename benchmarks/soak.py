@@ -37,6 +37,7 @@ import soak_report
 
 from thrifty.benchmark.target import ServeProcess
 from thrifty.core import paths
+from thrifty.formats import openai_api
 from thrifty.formats.openai_api import ServerClient, ServerError, StreamConnection
 from thrifty.serve import demo_adapters
 
@@ -109,6 +110,8 @@ class Soak:
                 stream = connection.stream(body, time.monotonic)
                 self.record(model, prompt, stream, started,
                             self.was_out(model, started, self.now()))
+                if stream.error_kind in (openai_api.REFUSED, openai_api.UNREACHABLE):
+                    time.sleep(0.5)  # nothing listens: do not spin until the run ends
         finally:
             connection.close()
 

@@ -32,6 +32,11 @@ def summarize(raw: dict) -> dict:
     loads = [h["load_s"] for h in raw["hot_loads"]]
     failed = sum(n for kind, n in outcomes.items() if kind.startswith("failed"))
     series = {"rss_mib": raw["memory"], "uss_mib": raw.get("memory_uss", raw["memory"])}
+    if raw.get("server_died_at_s"):  # the slopes of a live server: samples before it failed
+        end = min((r["at_s"] for r in raw["requests"] if r["outcome"].startswith("failed")),
+                  default=raw["server_died_at_s"])
+        series = {key: [m for m in samples if m["at_s"] < end]
+                  for key, samples in series.items()}
     memory = {key: slope_mib_per_min(samples, key) for key, samples in series.items()}
     # the same over the second half only: a server whose pools fill for longer than the
     # first fifth shows it here (reported beside the goal's figure, never in its place)
