@@ -187,27 +187,28 @@ DISK_FULL_WRITE = textwrap.dedent('''
     from pathlib import Path
     from thrifty.core.errors import BadInput
     from thrifty.core.files import atomic_folder
-    disk, output = Path(sys.argv[1]), Path(sys.argv[2])
+    disk, output, size = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     try:
         with atomic_folder(output / "out") as tmp:
             (tmp / "config.json").write_text("{}")
             # the weights into the output, or a cache file on the full disk beside it
             target = tmp if output == disk else disk
-            (target / "weights.bin").write_bytes(bytes(512 * 1024))
+            (target / "weights.bin").write_bytes(bytes(size))
     except BadInput as exc:
         print(exc)
     print(sorted(p.name for p in output.iterdir()))
 ''')
 
 
-def write_on_a_full_disk(tmp_path, output) -> tuple:
-    """Run DISK_FULL_WRITE with a 256 KiB tmpfs at tmp_path/disk, in a private mount
-    namespace: (the disk, the error message, the output folder's listing)."""
+def write_on_a_full_disk(tmp_path, output, disk_kib: int = 256) -> tuple:
+    """Run DISK_FULL_WRITE with a tmpfs of `disk_kib` at tmp_path/disk (twice that written), in
+    a private mount namespace: (the disk, the error message, the output folder's listing)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     output = disk if output is None else output
-    script = (f"mount -t tmpfs -o size=256k none {disk} && "
-              f"{sys.executable} -c {shlex.quote(DISK_FULL_WRITE)} {disk} {output}")
+    script = (f"mount -t tmpfs -o size={disk_kib}k none {disk} && "
+              f"{sys.executable} -c {shlex.quote(DISK_FULL_WRITE)} {disk} {output} "
+              f"{2 * disk_kib * 1024}")
     done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
                           capture_output=True, text=True, timeout=120)
     if "mount" in done.stderr and done.returncode != 0:
@@ -217,9 +218,12 @@ def write_on_a_full_disk(tmp_path, output) -> tuple:
 
 
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare for a private tmpfs")
-def test_a_full_disk_removes_the_partial_output_and_says_how_much_was_written(tmp_path):
-    """A real full disk: a 256 KiB tmpfs in a private mount namespace."""
-    disk, message, listing = write_on_a_full_disk(tmp_path, None)
+@pytest.mark.parametrize("disk_kib", [256, 96 * 1024], ids=["256KiB", "96MiB"])
+def test_a_full_disk_removes_the_partial_output_and_says_how_much_was_written(tmp_path,
+                                                                             disk_kib):
+    """A real full disk: a tmpfs in a private mount namespace. Once the partial output is
+    removed the bigger one has room again: it is still the disk that filled up."""
+    disk, message, listing = write_on_a_full_disk(tmp_path, None, disk_kib)
     assert f"The disk holding {disk} filled up while thrifty wrote out" in message
     assert "MiB were written before it ran out" in message
     assert "partial output was removed" in message

@@ -122,9 +122,11 @@ ROOM_MIB = 64  # a disk with this much free after a "disk full" error is not the
 
 
 def disk_full(final: Path, written: int, where: Path | None = None) -> BadInput:
+    """`written`: the size of the partial output, removed by now (its space is free again)."""
     own_free = shutil.disk_usage(final.parent).free
+    # an unnamed file: judge by what the output's disk had free when the write failed
     elsewhere = (device_of(where) not in (None, device_of(final.parent)) if where is not None
-                 else own_free > ROOM_MIB * 2**20)  # an unnamed file: judge by the free space
+                 else own_free - written > ROOM_MIB * 2**20)
     if elsewhere:
         # a cache, a temporary folder or an engine's files on another disk filled up
         full = f"The disk holding {where}" if where is not None else "Another disk"
@@ -134,11 +136,10 @@ def disk_full(final: Path, written: int, where: Path | None = None) -> BadInput:
             "removed and nothing else was changed: free space where thrifty keeps its "
             "caches and temporary files (THRIFTY_HOME, TMPDIR), or point those to a bigger "
             "disk, and run the command again.")
-    free = own_free
     return BadInput(
         f"The disk holding {final.parent} filled up while thrifty wrote {final.name}: "
         f"{written / 2**20:,.1f} MiB were written before it ran out, so the output needs more "
-        f"than the {free / 2**20:,.1f} MiB free now. The partial output was removed and "
+        f"than the {own_free / 2**20:,.1f} MiB free now. The partial output was removed and "
         "nothing else was changed: free more space than that (or write the output to a "
         "bigger disk) and run the command again.")
 
