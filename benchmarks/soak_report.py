@@ -33,8 +33,9 @@ def summarize(raw: dict) -> dict:
     failed = sum(n for kind, n in outcomes.items() if kind.startswith("failed"))
     series = {"rss_mib": raw["memory"], "uss_mib": raw.get("memory_uss", raw["memory"])}
     if raw.get("server_died_at_s"):  # the slopes of a live server: samples before it failed
-        end = min((r["at_s"] for r in raw["requests"] if r["outcome"].startswith("failed")),
-                  default=raw["server_died_at_s"])
+        died = raw["server_died_at_s"]  # the first failure of the minute before its death
+        end = min((r["at_s"] for r in raw["requests"] if r["outcome"].startswith("failed")
+                   and r["at_s"] > died - 60), default=died)
         series = {key: [m for m in samples if m["at_s"] < end]
                   for key, samples in series.items()}
     memory = {key: slope_mib_per_min(samples, key) for key, samples in series.items()}

@@ -132,3 +132,7 @@ def test_the_likely_cause_is_an_exception_line_not_a_warning_that_quotes_one(tmp
                      "safetensors_rust.SafetensorError: Error while deserializing header\n")
     assert jobs.likely_cause(plain) == ("safetensors_rust.SafetensorError: Error while "
                                         "deserializing header")
+    ranked = tmp_path / "train.log"  # torch.distributed's excepthook prefixes every line
+    ranked.write_text("[rank0]: Traceback (most recent call last):\n"
+                      "[rank0]: RuntimeError: don't know how to restore data location\n")
+    assert jobs.likely_cause(ranked) == "RuntimeError: don't know how to restore data location"

@@ -321,3 +321,10 @@ def test_a_full_disk_named_by_the_error_is_the_one_reported(tmp_path, error):
     assert "The disk holding /proc/thrifty-cache/blob filled up while thrifty made out" in str(
         raised.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_quota_with_no_file_named_is_the_output_s_disk(tmp_path):
+    """A quota can be hit on a disk with room: free space says nothing about which disk."""
+    with pytest.raises(BadInput) as raised, atomic_folder(tmp_path / "out"):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert f"The disk holding {tmp_path} filled up while thrifty wrote out" in str(raised.value)

@@ -110,7 +110,8 @@ def check_vllm_serves(ref: ModelRef, why: str) -> None:
         return  # the engine cannot say: its own error comes where it is used
     if backend:
         stderr.print(f"note: vLLM has no implementation of its own for {named[0]}; it serves "
-                     "it through its generic Transformers backend (usually slower).",
+                     "it through its generic Transformers backend (vLLM warns that its "
+                     "performance may not be optimal).",
                      highlight=False)
         return
     close = difflib.get_close_matches(named[0], sorted(known), n=3, cutoff=0.6)

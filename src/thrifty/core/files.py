@@ -77,7 +77,8 @@ def atomic_folder(final: Path, force: bool = False) -> Iterator[Path]:
         written = folder_size_bytes(tmp) if full and tmp.is_dir() else 0
         shutil.rmtree(tmp, ignore_errors=True)
         if full:
-            raise disk_full(final, written, full_path(exc)) from exc
+            error = disk_full(final, written, full_path(exc), is_out_of_space(exc))
+            raise error from exc
         raise
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -97,6 +98,13 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in DISK_FULL_ERRNOS
     return isinstance(exc, ThriftyError) and any(text in str(exc) for text in DISK_FULL_TEXT)
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """ENOSPC, not a quota: only then does the free space say which disk it was."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return "No space left on device" in str(exc)
 
 
 def full_path(exc: BaseException) -> Path | None:
@@ -121,12 +129,16 @@ def device_of(path: Path) -> int | None:
 ROOM_MIB = 64  # a disk with this much free after a "disk full" error is not the full one
 
 
-def disk_full(final: Path, written: int, where: Path | None = None) -> BadInput:
-    """`written`: the size of the partial output, removed by now (its space is free again)."""
+def disk_full(final: Path, written: int, where: Path | None = None,
+              by_free_space: bool = True) -> BadInput:
+    """`written`: the size of the partial output, removed by now (its space is free again).
+    An unnamed file is judged by what the output's disk had free when the write failed, but
+    not for a quota (by_free_space False), which a disk with room can hit."""
     own_free = shutil.disk_usage(final.parent).free
-    # an unnamed file: judge by what the output's disk had free when the write failed
-    elsewhere = (device_of(where) not in (None, device_of(final.parent)) if where is not None
-                 else own_free - written > ROOM_MIB * 2**20)
+    if where is not None:
+        elsewhere = device_of(where) not in (None, device_of(final.parent))
+    else:
+        elsewhere = by_free_space and own_free - written > ROOM_MIB * 2**20
     if elsewhere:
         # a cache, a temporary folder or an engine's files on another disk filled up
         full = f"The disk holding {where}" if where is not None else "Another disk"

@@ -188,9 +188,10 @@ def run_job(python: str, module: str, task: str, params: dict, workdir: Path,
     return read_json(result_file)
 
 
-# an exception's own line: at the start of a line, or of a log record's message ("...] X: ..."),
-# so that a warning that merely quotes one ("errors like `OSError: ...`") is not taken for it
-EXCEPTION_LINE = re.compile(r"(?:^|\] )\s*([A-Za-z_][A-Za-z_.]*(?:Error|Exception)): (.+)$")
+# an exception's own line: at the start of a line, of a log record's message ("...] X: ...") or
+# of torch's rank prefix ("[rank0]: X: ..."), so that a warning that merely quotes one ("errors
+# like `OSError: ...`") is not taken for it
+EXCEPTION_LINE = re.compile(r"(?:^|\]:? )\s*([A-Za-z_][A-Za-z_.]*(?:Error|Exception)): (.+)$")
 WRAPPER_ERRORS = ("Engine core initialization failed",)  # vLLM re-raises the real cause
 
 

@@ -76,6 +76,7 @@ class DistillationTrainer(Trainer):
             return super()._load_optimizer_and_scheduler(checkpoint)
         original = torch.load
 
+        # process-wide for the call: it must stay a pure pass-through but for that one rewrite
         def load_on_cpu(*args, map_location=None, **kwargs):
             if isinstance(map_location, torch.device) and map_location.type == "cpu":
                 map_location = "cpu"
