@@ -182,6 +182,32 @@ def test_loading_and_unloading_loses_no_request_in_flight(served):
     assert len(done) >= 6 and set(done) == {16}
 
 
+def test_an_adapter_reloaded_under_its_name_while_in_use(served, demo):
+    """The old load's requests finish on the old weights, new ones get the new weights and the
+    engine survives (vLLM 0.32.0 alone dies: libs/vllm_lora_ids.py)."""
+    shutil.copytree(demo["chemistry"], served.allowed / "chemistry-copy", dirs_exist_ok=True)
+    old, new = served.allowed / "arts", served.allowed / "chemistry-copy"
+    served.client.load_adapter("swapped", str(old))
+    before = served.client.complete("swapped", PROMPTS[1], 8).text
+    expected = served.client.complete("chemistry", PROMPTS[0], 8).text
+    running = {}
+    long_stream = threading.Thread(target=lambda: running.update(
+        result=served.client.stream("swapped", PROMPTS[1], 300, ignore_eos=True)))
+    long_stream.start()
+    time.sleep(1.0)  # the old load's request is in the engine's batch
+    served.client.unload_adapter("swapped")
+    served.client.load_adapter("swapped", str(new))
+    # two other adapters take the batch slots: the new load's id is no longer active
+    assert served.client.complete("chemistry", PROMPTS[0], 4).output_tokens == 4
+    assert served.client.complete("geography", PROMPTS[0], 4).output_tokens == 4
+    assert long_stream.is_alive(), "the old load's request ended too soon to test anything"
+    assert served.client.complete("swapped", PROMPTS[0], 8).text == expected
+    long_stream.join(timeout=300)
+    assert running["result"].output_tokens == 300
+    assert running["result"].text.startswith(before)
+    served.client.unload_adapter("swapped")
+
+
 @pytest.mark.parametrize("folder,message", [
     ("refused/other-base", "does not fit the base model smollm2-135m"),
     ("refused/rank16", "rank 16, above this server's limit of 8"),
