@@ -86,13 +86,15 @@ def tagged_jobs(phase: str, count: int, output_tokens: int = OUTPUT_TOKENS) -> l
     return jobs
 
 
-def run_load(url: str, profile: Profile, jobs: list[Job], seed: int) -> tuple[list, float]:
-    """The records, and the client's CPU time as a share of one core over the run."""
+def run_load(url: str, profile: Profile, jobs: list[Job],
+             seed: int) -> tuple[list, float, float]:
+    """The records, the client's CPU time as a share of one core over the run, and the
+    perf_counter value the records' times count from."""
     run = LoadRun(url, api_key=None, timeout_s=60.0)
     cpu, wall = time.process_time(), time.perf_counter()
     run.run_point(0, profile, jobs, seed)
     cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    return run.records, cpu_share
+    return run.records, cpu_share, run.origin_s
 
 
 def ms(values: list[float], pct: float) -> float | None:
@@ -100,10 +102,15 @@ def ms(values: list[float], pct: float) -> float | None:
     return round(value * 1000, 3) if value is not None else None
 
 
-def overheads(records: list[RequestRecord], timings: dict[str, dict]) -> dict:
+def overheads(records: list[RequestRecord], timings: dict[str, dict],
+              origin_s: float) -> dict:
     """Client TTFT minus the server's body-read -> first-chunk time: on warm (kept-alive)
-    connections, and what connecting adds on the first request of each connection."""
-    warm, cold, configured = [], [], []
+    connections, and what connecting adds on the first request of each connection. On warm
+    connections it is split in two on the clock both processes share (perf_counter): sending
+    (the client's send -> the server has read the body: the client's write and the server's
+    own reading) and receiving (the server handed the first chunk to the kernel -> the client
+    has parsed it: the client's alone)."""
+    warm, cold, configured, sending, receiving = [], [], [], [], []
     for record in records:
         timing = timings.get(record.adapter)
         if not record.ok or record.ttft_s is None or timing is None:
@@ -111,7 +118,13 @@ def overheads(records: list[RequestRecord], timings: dict[str, dict]) -> dict:
         extra = record.ttft_s - (timing["first_chunk_s"] - timing["body_read_s"])
         (cold if timing["connection_request"] == 1 else warm).append(extra)
         configured.append(record.ttft_s - TTFT_MS / 1000)
+        if timing["connection_request"] > 1:
+            sent_s = origin_s + record.started_s
+            sending.append(timing["body_read_s"] - sent_s)
+            receiving.append(sent_s + record.ttft_s - timing["first_chunk_s"])
     return {
+        "sending_ms_p50": ms(sending, 50), "sending_ms_p99": ms(sending, 99),
+        "receiving_ms_p50": ms(receiving, 50), "receiving_ms_p99": ms(receiving, 99),
         "ttft_minus_server_ms_p50": ms(warm, 50), "ttft_minus_server_ms_p99": ms(warm, 99),
         "ttft_minus_configured_ms_p50": ms(configured, 50),
         "ttft_minus_configured_ms_p99": ms(configured, 99),
@@ -125,7 +138,7 @@ def pct_off(measured: float, expected: float) -> float:
 
 def rate_row(url: str, kind: str, rate: float, seconds: float, seed: int) -> dict:
     jobs = tagged_jobs(f"{kind}{rate:g}", max(20, round(rate * seconds)) + 1)
-    records, cpu_share = run_load(url, Profile(kind, rate), jobs, seed)
+    records, cpu_share, origin_s = run_load(url, Profile(kind, rate), jobs, seed)
     sent = sorted(r.started_s for r in records)
     scheduled = sorted(r.scheduled_s for r in records)
     achieved = (len(sent) - 1) / (sent[-1] - sent[0])
@@ -140,18 +153,19 @@ def rate_row(url: str, kind: str, rate: float, seconds: float, seed: int) -> dic
         "send_lag_ms_p50": ms(lags, 50), "send_lag_ms_p99": ms(lags, 99),
         "send_lag_ms_max": round(max(lags) * 1000, 3),
         "client_cpu_pct_of_one_core": round(100 * cpu_share, 1),
-        **overheads(records, server_timings(url)),
+        **overheads(records, server_timings(url), origin_s),
     }
 
 
 def ttft_row(url: str, concurrency: int, count: int) -> dict:
     jobs = tagged_jobs(f"c{concurrency}", count)
-    records, cpu_share = run_load(url, Profile("concurrency", concurrency), jobs, seed=0)
+    records, cpu_share, origin_s = run_load(url, Profile("concurrency", concurrency), jobs,
+                                            seed=0)
     return {
         "concurrency": concurrency, "requests_count": len(records),
         "errors_count": sum(not r.ok for r in records), "errors": error_kinds(records),
         "client_cpu_pct_of_one_core": round(100 * cpu_share, 1),
-        **overheads(records, server_timings(url)),
+        **overheads(records, server_timings(url), origin_s),
     }
 
 

@@ -77,7 +77,8 @@ def markdown(result: dict) -> str:
         f"({settings['max_tokens']} tokens, greedy); "
         + (f"one adapter unloaded and loaded back every {settings['churn_every_s']:g} s"
            if settings["churn_every_s"] else "no churn (the control run)")
-        + f". Raw data: {result['name']}.json.", "",
+        + f". Raw data: {result['name']}.json."
+        + (f" {result['note']}" if result.get("note") else ""), "",
         f"Goal (0 failed, 0 misrouted, memory flat after warm-up): "
         f"{'met' if s['meets_goal'] else 'NOT met'}."
         + (f" **The server died {s['server_died_at_s']:g} s into the run**, which ended the "

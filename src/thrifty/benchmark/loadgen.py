@@ -82,6 +82,12 @@ class LoadRun:
     def clock(self) -> float:
         return time.perf_counter() - self._origin
 
+    @property
+    def origin_s(self) -> float:
+        """The time.perf_counter() value the records' times count from (a system-wide clock
+        on Linux: comparable with another process's perf_counter)."""
+        return self._origin
+
     def run_point(self, point: int, profile: Profile, jobs: list[Job], seed: int,
                   duration_s: float | None = None, record: bool = True) -> None:
         """Send `jobs` (cycled until `duration_s` when given) under `profile`. Ctrl-C cancels
