@@ -26,6 +26,7 @@ present (e.g. the thread-per-request generator measured at an earlier revision, 
 import argparse
 import datetime
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -72,11 +73,24 @@ def rate_row(url: str, repeat: int) -> dict:
             **capacity.overheads(records, capacity.server_timings(url), origin_s)}
 
 
-def measure(repeats: int) -> dict:
+def placement() -> dict:
+    """The client on one CPU, the servers on the others: sharing CPUs, the scheduler shares
+    them per thread, and a server with hundreds of threads starved the one-thread client (at
+    1,000 req/s on 2 CPUs: send lag p50 166 ms unpinned, under 3 ms pinned; measured while
+    writing this). On a GPU host the server is vLLM, on cores of its own."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {"client_cpus": cpus, "server_cpus": cpus}
+    return {"client_cpus": cpus[:1], "server_cpus": cpus[1:]}
+
+
+def measure(repeats: int, cpus: dict) -> dict:
     """Every repetition of every row, each row kind on a server started for it."""
     rows: dict[str, list[dict]] = {}
+    os.sched_setaffinity(0, cpus["server_cpus"])  # the servers inherit it, then the client's
     stream_server, stream_url = capacity.start_server(STREAM["ttft_ms"], STREAM["itl_ms"])
     rate_server, rate_url = capacity.start_server(RATE["ttft_ms"], RATE["itl_ms"])
+    os.sched_setaffinity(0, cpus["client_cpus"])
     try:
         for repeat in range(repeats):
             for concurrency in CONCURRENCIES:
@@ -103,6 +117,13 @@ def summary(rows: dict[str, list[dict]]) -> dict:
             for name, reps in rows.items()}
 
 
+def placed(result: dict) -> str:
+    cpus = result.get("placement")
+    if not cpus:
+        return " shared by the client and the server"
+    return f"; the client on CPU {cpus['client_cpus']}, the server on {cpus['server_cpus']}"
+
+
 SPLIT = ("sending_ms_p50", "receiving_ms_p50", "receiving_ms_p99")
 NONE = {"median": None}  # a figure an earlier result did not measure
 
@@ -127,7 +148,8 @@ def markdown(results: dict[str, dict]) -> str:
         fp = result["fingerprint"]
         lines.append(f"- **{label}**: {result['generator']}; revision "
                      f"{fp.get('git_revision') or '?'}, {result['date']}, {result['repeats']} "
-                     f"repetitions, {result['machine']['cpu_count']} CPUs.")
+                     f"repetitions, {fp['hardware']['cpu_model']}, "
+                     f"{result['machine']['cpu_count']} CPUs" + placed(result) + ".")
     lines += ["", "| load | generator | TTFT - server p50 ms | p99 ms | client CPU % of a core "
               "| errors | achieved req/s | send lag p50 ms | sending p50 ms | receiving p50 ms "
               "| receiving p99 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -153,8 +175,9 @@ def main() -> None:
     parser.add_argument("--generator", default="one asyncio event loop over aiohttp",
                         help="describes the generator measured, for the report")
     args = parser.parse_args()
-    rows = measure(args.repeats)
-    result = {"benchmark": "client_scale", "generator": args.generator,
+    cpus = placement()
+    rows = measure(args.repeats, cpus)
+    result = {"benchmark": "client_scale", "generator": args.generator, "placement": cpus,
               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "machine": capacity.machine(), "fingerprint": common.fingerprint(),
               "repeats": args.repeats, "stream": STREAM, "rate": RATE,
