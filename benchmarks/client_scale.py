@@ -75,9 +75,9 @@ def rate_row(url: str, repeat: int) -> dict:
 
 def placement() -> dict:
     """The client on one CPU, the servers on the others: sharing CPUs, the scheduler shares
-    them per thread, and a server with hundreds of threads starved the one-thread client (at
-    1,000 req/s on 2 CPUs: send lag p50 166 ms unpinned, under 3 ms pinned; measured while
-    writing this). On a GPU host the server is vLLM, on cores of its own."""
+    them per thread, and a server with hundreds of threads starved the one-thread client (on
+    2 CPUs it fell behind the 1,000 req/s schedule). On a GPU host the server is vLLM, on
+    cores of its own."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return {"client_cpus": cpus, "server_cpus": cpus}
