@@ -100,7 +100,7 @@ def fingerprint(engines_used: tuple[str, ...] = ()) -> dict:
         "hardware": hardware.describe(),
         "engines": {name: _engine_summary(name) for name in engines_used},
         "env": {k: ("***" if SECRET_NAME.search(k) else v) for k, v in os.environ.items()
-                if re.match(r"^(THRIFTY_|VLLM_|CUDA_VISIBLE|OMP_NUM)", k)},
+                if re.match(r"^(THRIFTY_|VLLM_|CUDA_VISIBLE|OMP_NUM|MALLOC_|LD_PRELOAD)", k)},
     }
 
 
