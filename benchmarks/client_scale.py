@@ -176,10 +176,11 @@ def main() -> None:
                         help="describes the generator measured, for the report")
     args = parser.parse_args()
     cpus = placement()
+    fingerprint = common.fingerprint()  # before pinning: it counts the CPUs this process has
     rows = measure(args.repeats, cpus)
     result = {"benchmark": "client_scale", "generator": args.generator, "placement": cpus,
               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "machine": capacity.machine(), "fingerprint": common.fingerprint(),
+              "machine": capacity.machine(), "fingerprint": fingerprint,
               "repeats": args.repeats, "stream": STREAM, "rate": RATE,
               "summary": summary(rows), "rows": rows}
     RESULTS.mkdir(exist_ok=True)

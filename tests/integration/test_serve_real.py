@@ -191,8 +191,14 @@ def test_an_adapter_reloaded_under_its_name_while_in_use(served, demo):
     before = served.client.complete("swapped", PROMPTS[1], 8).text
     expected = served.client.complete("chemistry", PROMPTS[0], 8).text
     running = {}
-    long_stream = threading.Thread(target=lambda: running.update(
-        result=served.client.stream("swapped", PROMPTS[1], 300, ignore_eos=True)))
+
+    def stream_old_load():
+        try:
+            running["result"] = served.client.stream("swapped", PROMPTS[1], 300, ignore_eos=True)
+        except ServerError as exc:
+            running["error"] = exc
+
+    long_stream = threading.Thread(target=stream_old_load)
     long_stream.start()
     time.sleep(1.0)  # the old load's request is in the engine's batch
     served.client.unload_adapter("swapped")
@@ -200,9 +206,11 @@ def test_an_adapter_reloaded_under_its_name_while_in_use(served, demo):
     # two other adapters take the batch slots: the new load's id is no longer active
     assert served.client.complete("chemistry", PROMPTS[0], 4).output_tokens == 4
     assert served.client.complete("geography", PROMPTS[0], 4).output_tokens == 4
-    assert long_stream.is_alive(), "the old load's request ended too soon to test anything"
     assert served.client.complete("swapped", PROMPTS[0], 8).text == expected
+    # still running after that answer: the old and the new load shared the engine's batches
+    assert long_stream.is_alive(), "the old load's request ended too soon to test anything"
     long_stream.join(timeout=300)
+    assert "error" not in running, running.get("error")
     assert running["result"].output_tokens == 300
     assert running["result"].text.startswith(before)
     served.client.unload_adapter("swapped")

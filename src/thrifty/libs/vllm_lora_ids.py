@@ -7,7 +7,7 @@ worker collects a batch's adapters in a `set` of LoRARequest, whose equality and
 adapter's *name* (vllm/lora/request.py, 0.32.0). With the old and the new load of one name in
 one batch the set keeps only the first; the other id is not activated, and if it is not still
 active from before the worker raises `KeyError: <its id>` in `convert_mapping` and the engine
-dies (reproduced in tests/integration/test_vllm_fixes_real.py; twice in 20-minute soaks).
+dies (reproduced in tests/integration/test_serve_real.py; twice in 20-minute soaks).
 
 `install` makes both of vLLM's model runners hand the worker one request per adapter *id*.
 A vLLM general plugin, registered beside vllm_cpu_lora (core/jobs.engine_pythonpath).
