@@ -96,8 +96,9 @@ def test_vllm_finds_thrifty_s_plugin_on_the_engine_path(isolated_home):
              for ep in dist.entry_points if ep.group == "vllm.general_plugins"]
     assert [ep.value for ep in found] == ["thrifty.libs.vllm_cpu_lora:install",
                                           "thrifty.libs.vllm_lora_load:install",
-                                          "thrifty.libs.vllm_lora_ids:install"]
-    for name in ("vllm_cpu_lora", "vllm_lora_load", "vllm_lora_ids"):
+                                          "thrifty.libs.vllm_lora_ids:install",
+                                          "thrifty.libs.vllm_lora_device:install"]
+    for name in ("vllm_cpu_lora", "vllm_lora_load", "vllm_lora_ids", "vllm_lora_device"):
         assert "def install()" in (Path(folder) / "thrifty" / "libs" / f"{name}.py").read_text()
 
 
