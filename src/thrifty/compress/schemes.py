@@ -111,6 +111,12 @@ def _cpu_fp8_note(scheme_name: str, scheme: Scheme) -> str | None:
                           if amx else "")
                        + "--scheme W8A8 on this machine, or make the checkpoint for a GPU with "
                        "--no-verify.")
+    if scheme.weight_scales == "block" and not amx:
+        raise BadInput(f"vLLM's CPU backend has no kernel for {scheme_name} on a CPU without AMX, "
+                       "as this one is: its only FP8 block kernels need AMX, so the load fails "
+                       "(measured on an AMD EPYC machine). Use --scheme FP8_DYNAMIC (a slow torch "
+                       "fallback) or W8A8 on this machine, or make the checkpoint for a GPU with "
+                       "--no-verify.")
     if scheme.weight_scales == "block" and amx:
         return (f"{scheme_name} on this CPU: vLLM's AMX kernel runs the FP8 weights with bf16 "
                 "activations (weight-only FP8): memory is saved, compute is not.")
