@@ -9,8 +9,9 @@ device of the layer's other tensors (the weight scale) when the weight is gone. 
 plugin, registered beside vllm_cpu_lora (core/jobs.engine_pythonpath).
 """
 
-import functools
 import logging
+
+from thrifty.libs.vllm_patching import wrap_once
 
 
 def install() -> bool:
@@ -21,22 +22,19 @@ def install() -> bool:
     except Exception:  # vLLM runs plugins without a try: failing here would stop vLLM
         return False
     original = getattr(utils, "_get_lora_device", None)
-    if original is None:
+
+    def make(original):
+        def lora_device(base_layer):
+            if getattr(base_layer, "weight", True) is None:  # released to a prepacked kernel
+                for tensor in (*base_layer.parameters(), *base_layer.buffers()):
+                    return tensor.device
+            return original(base_layer)
+        return lora_device
+
+    if not wrap_once(utils, "_get_lora_device", make):
         logging.getLogger(__name__).warning(
             "thrifty's LoRA device fix does not apply to this vLLM (its LoRA layers changed)")
         return False
-    if getattr(original, "thrifty_device", False):
-        return True  # installed already (vLLM runs plugins in every process, maybe twice)
-
-    @functools.wraps(original)
-    def lora_device(base_layer):
-        if getattr(base_layer, "weight", True) is None:  # released to a prepacked kernel
-            for tensor in (*base_layer.parameters(), *base_layer.buffers()):
-                return tensor.device
-        return original(base_layer)
-
-    lora_device.thrifty_device = True
-    utils._get_lora_device = lora_device
     if getattr(base_linear, "_get_lora_device", None) is original:
-        base_linear._get_lora_device = lora_device  # imported by name there
+        base_linear._get_lora_device = utils._get_lora_device  # imported by name there
     return True

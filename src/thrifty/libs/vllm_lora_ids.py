@@ -13,8 +13,9 @@ dies (reproduced in tests/integration/test_serve_real.py; twice in 20-minute soa
 A vLLM general plugin, registered beside vllm_cpu_lora (core/jobs.engine_pythonpath).
 """
 
-import functools
 import logging
+
+from thrifty.libs.vllm_patching import wrap_once
 
 
 def install() -> bool:
@@ -42,21 +43,16 @@ def _patch_input_batch() -> bool:
         from vllm.v1.worker.gpu_input_batch import InputBatch
     except Exception:  # vLLM runs plugins without a try: failing here would stop vLLM
         return False
-    original = getattr(InputBatch, "make_lora_inputs", None)
-    if original is None:
-        return False
-    if getattr(original, "thrifty_by_id", False):
-        return True  # installed already (vLLM runs plugins in every process, maybe twice)
 
-    @functools.wraps(original)
-    def make_lora_inputs(self, *args, **kwargs):
-        prompt_mapping, token_mapping, requests = original(self, *args, **kwargs)
-        known = getattr(self, "lora_id_to_lora_request", None)  # keyed by id: what the set lost
-        return prompt_mapping, token_mapping, (requests if known is None else by_id(known.values()))
+    def make(original):
+        def make_lora_inputs(self, *args, **kwargs):
+            prompt_mapping, token_mapping, requests = original(self, *args, **kwargs)
+            known = getattr(self, "lora_id_to_lora_request", None)  # by id: what the set lost
+            return prompt_mapping, token_mapping, (requests if known is None
+                                                   else by_id(known.values()))
+        return make_lora_inputs
 
-    make_lora_inputs.thrifty_by_id = True
-    InputBatch.make_lora_inputs = make_lora_inputs
-    return True
+    return wrap_once(InputBatch, "make_lora_inputs", make)
 
 
 def _patch_lora_state() -> bool:
@@ -65,16 +61,10 @@ def _patch_lora_state() -> bool:
         from vllm.v1.worker.gpu.lora_utils import LoraState
     except Exception:
         return False
-    original = getattr(LoraState, "get_activate_loras", None)
-    if original is None:
-        return False
-    if getattr(original, "thrifty_by_id", False):
-        return True
 
-    @functools.wraps(original)
-    def get_activate_loras(self, req_ids):
-        return by_id(self.lora_requests.get(req_id) for req_id in req_ids)
+    def make(original):
+        def get_activate_loras(self, req_ids):
+            return by_id(self.lora_requests.get(req_id) for req_id in req_ids)
+        return get_activate_loras
 
-    get_activate_loras.thrifty_by_id = True
-    LoraState.get_activate_loras = get_activate_loras
-    return True
+    return wrap_once(LoraState, "get_activate_loras", make)
