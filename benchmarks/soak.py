@@ -55,6 +55,18 @@ def base_checkpoint() -> Path:
     return out
 
 
+def process_role(process: psutil.Process) -> str:
+    """What a process of the server's tree is: vLLM names its own ("VLLM::EngineCore_DP0"),
+    the others by the module they run."""
+    command = process.cmdline()
+    if command and command[0].startswith("VLLM::"):
+        return command[0].removeprefix("VLLM::")
+    for module in ("thrifty.libs.vllm_server", "thrifty"):
+        if module in command:
+            return "APIServer" if module.endswith("vllm_server") else "thrifty serve"
+    return process.name()
+
+
 def start_server(base: Path, adapters: dict[str, Path], workdir: Path) -> tuple:
     args = [str(base), "--port", "0", "--max-model-len", "512", "--max-loras", str(len(adapters)),
             "--allow-adapters-from", str(demo_adapters.default_dir())]
@@ -194,14 +206,18 @@ class Soak:
                         self.server_died_at_s = round(self.now(), 2)
                     self.deadline = min(self.deadline, time.monotonic())
                 return
+            by_process: dict[str, float] = {}
             for process in tree:
                 try:
-                    total += (process.memory_info().rss if series == "rss"
-                              else process.memory_full_info().uss)
+                    used = (process.memory_info().rss if series == "rss"
+                            else process.memory_full_info().uss)
+                    role = process_role(process)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
+                total += used
+                by_process[role] = round(by_process.get(role, 0) + used / 2**20, 1)
             sample = {"at_s": round(self.now(), 2), f"{series}_mib": round(total / 2**20, 1),
-                      "read_s": round(time.monotonic() - reading, 3)}
+                      "read_s": round(time.monotonic() - reading, 3), "by_process": by_process}
             (self.memory if series == "rss" else self.memory_uss).append(sample)
             time.sleep(2.0)
 

@@ -42,6 +42,7 @@ def summarize(raw: dict) -> dict:
     # the same over the second half only: a server whose pools fill for longer than the
     # first fifth shows it here (reported beside the goal's figure, never in its place)
     second_half = {key: slope_mib_per_min(samples, key, 0.5) for key, samples in series.items()}
+    by_process = _slopes_by_process(series["rss_mib"])
     flat = all(m["ci95"] is not None and m["ci95"][0] <= 0 <= m["ci95"][1]
                for m in memory.values())
     distinct = sum(len({texts[i] for texts in raw["references"].values()})
@@ -54,11 +55,20 @@ def summarize(raw: dict) -> dict:
             "churn_errors_count": len(raw.get("churn_errors", [])),
             "hot_load_ms_p50": _ms(percentile(loads, 50)),
             "hot_load_ms_p99": _ms(percentile(loads, 99)), "memory": memory,
-            "memory_second_half": second_half,
+            "memory_second_half": second_half, "rss_second_half_by_process": by_process,
             "server_died_at_s": raw.get("server_died_at_s"),
             "meets_goal": (failed == 0 and outcomes.get("misrouted", 0) == 0 and flat
                            and not raw.get("churn_errors") and not raw.get("server_died_at_s")),
             "memory_flat_within_noise": flat}
+
+
+def _slopes_by_process(samples: list[dict]) -> dict:
+    """The second half's RSS slope of each of the server's processes (runs recorded before the
+    soak kept them have none)."""
+    roles = sorted({role for s in samples for role in s.get("by_process", {})})
+    series = {role: [{"at_s": s["at_s"], "rss_mib": s["by_process"][role]} for s in samples
+                     if role in s.get("by_process", {})] for role in roles}
+    return {role: slope_mib_per_min(kept, "rss_mib", 0.5) for role, kept in series.items()}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -102,4 +112,9 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {key.removesuffix('_mib').upper()}{label} | "
                              f"{m['samples_count']} | {m['first_mib']} → {m['last_mib']} | "
                              f"{m['slope_mib_per_min']} [{m['ci95'][0]}, {m['ci95'][1]}] |")
+    for role, m in s.get("rss_second_half_by_process", {}).items():
+        if m["ci95"] is not None:
+            lines.append(f"| RSS of {role} (second half) | {m['samples_count']} | "
+                         f"{m['first_mib']} → {m['last_mib']} | {m['slope_mib_per_min']} "
+                         f"[{m['ci95'][0]}, {m['ci95'][1]}] |")
     return "\n".join(lines) + "\n"

@@ -97,8 +97,10 @@ def test_vllm_finds_thrifty_s_plugin_on_the_engine_path(isolated_home):
     assert [ep.value for ep in found] == ["thrifty.libs.vllm_cpu_lora:install",
                                           "thrifty.libs.vllm_lora_load:install",
                                           "thrifty.libs.vllm_lora_ids:install",
-                                          "thrifty.libs.vllm_lora_device:install"]
-    for name in ("vllm_cpu_lora", "vllm_lora_load", "vllm_lora_ids", "vllm_lora_device"):
+                                          "thrifty.libs.vllm_lora_device:install",
+                                          "thrifty.libs.vllm_memory_trace:install"]
+    for name in ("vllm_cpu_lora", "vllm_lora_load", "vllm_lora_ids", "vllm_lora_device",
+                 "vllm_memory_trace"):
         assert "def install()" in (Path(folder) / "thrifty" / "libs" / f"{name}.py").read_text()
 
 

@@ -107,7 +107,8 @@ ENTRY_POINTS = ("[vllm.general_plugins]\n"
                 "thrifty_cpu_lora = thrifty.libs.vllm_cpu_lora:install\n"
                 "thrifty_lora_load = thrifty.libs.vllm_lora_load:install\n"
                 "thrifty_lora_ids = thrifty.libs.vllm_lora_ids:install\n"
-                "thrifty_lora_device = thrifty.libs.vllm_lora_device:install\n")
+                "thrifty_lora_device = thrifty.libs.vllm_lora_device:install\n"
+                "thrifty_memory_trace = thrifty.libs.vllm_memory_trace:install\n")
 
 
 def _write_plugin_entry_points(folder: Path) -> None:

@@ -1,0 +1,92 @@
+"""Where a vLLM server's Python memory grows: a vLLM general plugin, off unless the
+environment variable THRIFTY_TRACE_MEMORY names a folder (then it runs in every vLLM process).
+
+Each process starts tracemalloc and, every THRIFTY_TRACE_MEMORY_EVERY_S seconds (default 60),
+appends one JSON line to FOLDER/<pid>.jsonl: its title (vLLM names its processes, e.g.
+"VLLM::EngineCore_DP0"), RSS, the Python memory tracemalloc sees, the source lines whose
+allocations grew most since the first record, and the live objects by type that grew most
+(torch tensors included: their bytes are outside tracemalloc, their count is not). Tracing
+costs the server speed and memory; it is for finding a leak, never for a measured run.
+"""
+
+import os
+
+ENV = "THRIFTY_TRACE_MEMORY"
+EVERY_ENV = "THRIFTY_TRACE_MEMORY_EVERY_S"
+TOP = 15
+
+
+def install() -> bool:
+    """Start tracing in this process when asked; False (nothing imported) when not."""
+    folder = os.environ.get(ENV)
+    if not folder:
+        return False
+    import threading
+    import tracemalloc
+
+    if tracemalloc.is_tracing():
+        return True  # vLLM ran its plugins twice in this process
+    tracemalloc.start(8)
+    every_s = float(os.environ.get(EVERY_ENV, "60"))
+    threading.Thread(target=_record_forever, args=(folder, every_s), daemon=True,
+                     name="thrifty-memory-trace").start()
+    return True
+
+
+def _record_forever(folder: str, every_s: float) -> None:
+    import json
+    import time
+    import tracemalloc
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{os.getpid()}.jsonl")
+    started, first, first_types = time.monotonic(), None, None
+    while True:
+        time.sleep(every_s)
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)])
+        types = _object_counts()
+        if first is None:
+            first, first_types = snapshot, types
+        record = {"at_s": round(time.monotonic() - started, 1), "title": _title(),
+                  "rss_mib": _rss_mib(), "traced_mib": round(tracemalloc.get_traced_memory()[0]
+                                                             / 2**20, 2),
+                  "grown_lines": _grown_lines(snapshot, first),
+                  "grown_types": _grown_types(types, first_types)}
+        with open(path, "a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+def _grown_lines(snapshot, first) -> list[dict]:
+    stats = snapshot.compare_to(first, "traceback")
+    grown = sorted(stats, key=lambda s: s.size_diff, reverse=True)[:TOP]
+    return [{"kib": round(s.size_diff / 1024, 1), "count": s.count_diff,
+             "where": [f"{f.filename}:{f.lineno}" for f in s.traceback][-4:]}
+            for s in grown if s.size_diff > 0]
+
+
+def _object_counts() -> dict[str, int]:
+    import gc
+
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        kind = type(obj)
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _grown_types(now: dict[str, int], first: dict[str, int]) -> dict[str, int]:
+    grown = {name: count - first.get(name, 0) for name, count in now.items()}
+    top = sorted(grown.items(), key=lambda item: item[1], reverse=True)[:TOP]
+    return {name: diff for name, diff in top if diff > 0}
+
+
+def _title() -> str:
+    with open("/proc/self/cmdline", "rb") as cmdline:
+        return cmdline.read().split(b"\0")[0].decode(errors="replace")[:80]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
