@@ -3,16 +3,21 @@ environment variable THRIFTY_TRACE_MEMORY names a folder (then it runs in every 
 
 Each process starts tracemalloc and, every THRIFTY_TRACE_MEMORY_EVERY_S seconds (default 60),
 appends one JSON line to FOLDER/<pid>.jsonl: its title (vLLM names its processes, e.g.
-"VLLM::EngineCore_DP0"), RSS, the Python memory tracemalloc sees, the source lines whose
-allocations grew most since the first record, and the live objects by type that grew most
-(torch tensors included: their bytes are outside tracemalloc, their count is not). Tracing
-costs the server speed and memory; it is for finding a leak, never for a measured run.
+"VLLM::EngineCore_DP0"), RSS, glibc's heap (bytes in use, and freed but kept: a heap whose
+free part grows is fragmenting, one whose used part grows is leaking), the Python memory
+tracemalloc sees, the source lines whose allocations grew most since the first record, and the
+live objects by type that grew most (torch tensors included: their bytes are outside
+tracemalloc, their count is not). THRIFTY_TRACE_MEMORY_PYTHON=0 leaves tracemalloc off (its
+snapshots cost seconds and memory of their own). Tracing costs the server speed; it is for
+finding a leak, never for a measured run.
 """
 
 import os
 
 ENV = "THRIFTY_TRACE_MEMORY"
 EVERY_ENV = "THRIFTY_TRACE_MEMORY_EVERY_S"
+PYTHON_ENV = "THRIFTY_TRACE_MEMORY_PYTHON"
+THREAD = "thrifty-memory-trace"
 TOP = 15
 
 
@@ -24,12 +29,13 @@ def install() -> bool:
     import threading
     import tracemalloc
 
-    if tracemalloc.is_tracing():
+    if any(t.name == THREAD for t in threading.enumerate()):
         return True  # vLLM ran its plugins twice in this process
-    tracemalloc.start(8)
+    if os.environ.get(PYTHON_ENV, "1") != "0":
+        tracemalloc.start(8)
     every_s = float(os.environ.get(EVERY_ENV, "60"))
     threading.Thread(target=_record_forever, args=(folder, every_s), daemon=True,
-                     name="thrifty-memory-trace").start()
+                     name=THREAD).start()
     return True
 
 
@@ -43,16 +49,18 @@ def _record_forever(folder: str, every_s: float) -> None:
     started, first, first_types = time.monotonic(), None, None
     while True:
         time.sleep(every_s)
+        tracing = tracemalloc.is_tracing()
         snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(False, tracemalloc.__file__)])
+            [tracemalloc.Filter(False, tracemalloc.__file__)]) if tracing else None
         types = _object_counts()
-        if first is None:
+        if first_types is None:
             first, first_types = snapshot, types
         record = {"at_s": round(time.monotonic() - started, 1), "title": _title(),
-                  "rss_mib": _rss_mib(), "traced_mib": round(tracemalloc.get_traced_memory()[0]
-                                                             / 2**20, 2),
-                  "grown_lines": _grown_lines(snapshot, first),
+                  "rss_mib": _rss_mib(), **_glibc_heap(),
                   "grown_types": _grown_types(types, first_types)}
+        if tracing:
+            record["traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 2)
+            record["grown_lines"] = _grown_lines(snapshot, first)
         with open(path, "a") as out:
             out.write(json.dumps(record) + "\n")
 
@@ -80,6 +88,28 @@ def _grown_types(now: dict[str, int], first: dict[str, int]) -> dict[str, int]:
     grown = {name: count - first.get(name, 0) for name, count in now.items()}
     top = sorted(grown.items(), key=lambda item: item[1], reverse=True)[:TOP]
     return {name: diff for name, diff in top if diff > 0}
+
+
+def _glibc_heap() -> dict:
+    """glibc's mallinfo2: heap bytes in use and freed-but-kept, and bytes in mmapped chunks
+    (empty under another allocator, or a libc without mallinfo2)."""
+    import ctypes
+
+    fields = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+              "uordblks", "fordblks", "keepcost")
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in fields]
+
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    return {"heap_used_mib": round(info.uordblks / 2**20, 1),
+            "heap_free_mib": round(info.fordblks / 2**20, 1),
+            "mmapped_mib": round(info.hblkhd / 2**20, 1)}
 
 
 def _title() -> str:
