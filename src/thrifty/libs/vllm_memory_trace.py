@@ -5,11 +5,13 @@ Each process starts tracemalloc and, every THRIFTY_TRACE_MEMORY_EVERY_S seconds 
 appends one JSON line to FOLDER/<pid>.jsonl: its title (vLLM names its processes, e.g.
 "VLLM::EngineCore_DP0"), RSS, glibc's heap (bytes in use, and freed but kept: a heap whose
 free part grows is fragmenting, one whose used part grows is leaking), the Python memory
-tracemalloc sees, the source lines whose allocations grew most since the first record, and the
-live objects by type that grew most (torch tensors included: their bytes are outside
-tracemalloc, their count is not). THRIFTY_TRACE_MEMORY_PYTHON=0 leaves tracemalloc off (its
-snapshots cost seconds and memory of their own). Tracing costs the server speed; it is for
-finding a leak, never for a measured run.
+tracemalloc sees and the source lines whose allocations grew most since the first record.
+THRIFTY_TRACE_MEMORY_PYTHON=0 leaves tracemalloc off (its snapshots cost seconds and memory of
+their own). Tracing costs the server speed; it is for finding a leak, never for a measured run.
+
+It never walks the live objects (gc.get_objects): from a background thread that crashed vLLM's
+worker, whose `tuple(generator)` then failed with "SystemError: bad argument to internal
+function" (CPython resizes a tuple being built only while it holds the one reference to it).
 """
 
 import os
@@ -46,18 +48,15 @@ def _record_forever(folder: str, every_s: float) -> None:
 
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{os.getpid()}.jsonl")
-    started, first, first_types = time.monotonic(), None, None
+    started, first = time.monotonic(), None
     while True:
         time.sleep(every_s)
         tracing = tracemalloc.is_tracing()
         snapshot = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)]) if tracing else None
-        types = _object_counts()
-        if first_types is None:
-            first, first_types = snapshot, types
+        first = first or snapshot
         record = {"at_s": round(time.monotonic() - started, 1), "title": _title(),
-                  "rss_mib": _rss_mib(), **_glibc_heap(),
-                  "grown_types": _grown_types(types, first_types)}
+                  "rss_mib": _rss_mib(), **_glibc_heap()}
         if tracing:
             record["traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 2)
             record["grown_lines"] = _grown_lines(snapshot, first)
@@ -71,23 +70,6 @@ def _grown_lines(snapshot, first) -> list[dict]:
     return [{"kib": round(s.size_diff / 1024, 1), "count": s.count_diff,
              "where": [f"{f.filename}:{f.lineno}" for f in s.traceback][-4:]}
             for s in grown if s.size_diff > 0]
-
-
-def _object_counts() -> dict[str, int]:
-    import gc
-
-    counts: dict[str, int] = {}
-    for obj in gc.get_objects():
-        kind = type(obj)
-        name = f"{kind.__module__}.{kind.__qualname__}"
-        counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
-def _grown_types(now: dict[str, int], first: dict[str, int]) -> dict[str, int]:
-    grown = {name: count - first.get(name, 0) for name, count in now.items()}
-    top = sorted(grown.items(), key=lambda item: item[1], reverse=True)[:TOP]
-    return {name: diff for name, diff in top if diff > 0}
 
 
 def _glibc_heap() -> dict:
