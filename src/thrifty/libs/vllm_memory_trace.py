@@ -1,4 +1,4 @@
-"""Where a vLLM server's Python memory grows: a vLLM general plugin, off unless the
+"""Where a vLLM server's memory grows: a vLLM general plugin, off unless the
 environment variable THRIFTY_TRACE_MEMORY names a folder (then it runs in every vLLM process).
 
 Each process starts tracemalloc and, every THRIFTY_TRACE_MEMORY_EVERY_S seconds (default 60),
