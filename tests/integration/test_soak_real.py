@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_helpers import needs_w4a16_kernel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,11 @@ def test_a_minute_of_adapter_churn_fails_and_misroutes_nothing(tmp_path):
     assert summary["hot_loads_count"] >= 4 and summary["hot_load_ms_p50"] > 0
     assert summary["churn_errors_count"] == 0
     assert len(result["memory"]) >= 20  # RSS sampled every 2 s
+    # each of the server's processes on its own, adding up to the tree's RSS
+    last = result["memory"][-1]
+    assert {"APIServer", "EngineCore", "Worker"} <= set(last["by_process"])
+    assert sum(last["by_process"].values()) == pytest.approx(last["rss_mib"], abs=1)
+    assert set(summary["rss_second_half_by_process"]) == set(last["by_process"])
     # USS reads wait on the engine's mmap lock (a CI machine once took 54 s for one): one
     # sample shows the thread works; its pace is not the point of a minute's run
     assert result["memory_uss"] and result["memory_uss"][0]["uss_mib"] > 0
