@@ -11,9 +11,9 @@ before the load started with every adapter loaded. A request is then
 - not loaded: HTTP 404 for an adapter the churner had unloaded at that moment (expected: the
   request must get a clear answer, not hang);
 - failed: anything else, by kind (refused, stalled, dropped, HTTP status).
-The server's memory (RSS and USS of its processes) is sampled every 2 s, each by its own
-thread; its slope after the warm-up (the first fifth) says whether churn leaks. Hot loads are
-timed.
+The server's memory (RSS and USS of its processes, RSS also per process) is sampled every 2 s,
+each by its own thread; its slope after the warm-up (the first fifth) says whether churn leaks,
+and the processes' own slopes say which one. Hot loads are timed.
 
 Goal: 0 failed and 0 misrouted requests, memory flat within noise after warm-up.
 
@@ -61,6 +61,8 @@ def process_role(process: psutil.Process) -> str:
     command = process.cmdline()
     if command and command[0].startswith("VLLM::"):
         return command[0].removeprefix("VLLM::")
+    if "multiprocessing.resource_tracker" in " ".join(command):
+        return "resource tracker"
     for module in ("thrifty.libs.vllm_server", "thrifty"):
         if module in command:
             return "APIServer" if module.endswith("vllm_server") else "thrifty serve"
